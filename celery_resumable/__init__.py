@@ -1,0 +1,32 @@
+"""Checkpointable Celery tasks: named steps, cursors and a SQL checkpoint store.
+
+A task declared with ``base=ResumableTask`` splits its body into ``step`` and
+``step_cursor`` calls (or ``iterate`` loops). When the worker stops, the task stops at
+its next checkpoint boundary, saves, and goes back on the queue; the next run skips the
+finished steps and resumes the step in progress from its cursor.
+"""
+
+from __future__ import annotations
+
+from ._config import ResumableConfig
+from ._steps import iterate, set_cursor, step, step_cursor
+from ._store import Checkpoint, CheckpointStore, FinishedStep
+from ._task import ResumableTask, checkpoint_store
+from ._tx import set_step_cursor_tx, set_step_tx
+
+__all__ = [
+    "Checkpoint",
+    "CheckpointStore",
+    "FinishedStep",
+    "ResumableConfig",
+    "ResumableTask",
+    "checkpoint_store",
+    "iterate",
+    "set_cursor",
+    "set_step_cursor_tx",
+    "set_step_tx",
+    "step",
+    "step_cursor",
+]
+
+__version__ = "0.1.0"

@@ -1,0 +1,112 @@
+"""Settings of celery-resumable, read once from ``app.conf`` and per-task attributes.
+
+Every setting is named ``resumable_<name>`` in ``app.conf``; a task attribute of the
+same name (``@app.task(base=ResumableTask, resumable_max_runtime=600)``) overrides it
+for that task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import math
+from typing import Any
+
+from celery import Celery
+
+__all__ = ["DEFAULTS", "ResumableConfig", "config_for"]
+
+DEFAULTS: dict[str, Any] = {
+    "resumable_store_url": "sqlite:///celery_resumable.sqlite3",
+    "resumable_table_name": "celery_resumable_checkpoints",
+    "resumable_checkpoint_interval": 5.0,
+    "resumable_max_runtime": None,
+    "resumable_lease_seconds": 60.0,
+    "resumable_max_interruptions": 100,
+    "resumable_keep_completed": 604800.0,
+    "resumable_create_tables": True,
+}
+
+_CACHE_ATTRIBUTE = "_resumable_config"
+
+
+@dataclasses.dataclass(frozen=True)
+class ResumableConfig:
+    """The settings in force for one task."""
+
+    store_url: str
+    table_name: str
+    checkpoint_interval: float | None
+    max_runtime: float | None
+    lease_seconds: float
+    max_interruptions: int
+    keep_completed: float
+    create_tables: bool
+
+    @classmethod
+    def from_mapping(cls, values: dict[str, Any]) -> ResumableConfig:
+        """Build and validate a config; raise ValueError naming a bad setting."""
+        return cls(
+            store_url=_text(values, "resumable_store_url"),
+            table_name=_text(values, "resumable_table_name"),
+            checkpoint_interval=_seconds(values, "resumable_checkpoint_interval", True, True),
+            max_runtime=_seconds(values, "resumable_max_runtime", True, False),
+            lease_seconds=_seconds(values, "resumable_lease_seconds", False, False),  # type: ignore[arg-type]
+            max_interruptions=_count(values, "resumable_max_interruptions"),
+            keep_completed=_seconds(values, "resumable_keep_completed", False, True),  # type: ignore[arg-type]
+            create_tables=_flag(values, "resumable_create_tables"),
+        )
+
+
+def config_for(app: Celery, task: object | None = None) -> ResumableConfig:
+    """Return the settings for ``task`` (or the app's when None), read once and cached."""
+    owner: object = task if task is not None else app
+    cached = owner.__dict__.get(_CACHE_ATTRIBUTE) if hasattr(owner, "__dict__") else None
+    if isinstance(cached, ResumableConfig):
+        return cached
+    values = {name: app.conf.get(name, default) for name, default in DEFAULTS.items()}
+    if task is not None:
+        for name in DEFAULTS:
+            override = getattr(task, name, _MISSING)
+            if override is not _MISSING:
+                values[name] = override
+    config = ResumableConfig.from_mapping(values)
+    with contextlib.suppress(AttributeError):  # objects without a __dict__ are not cached
+        object.__setattr__(owner, _CACHE_ATTRIBUTE, config)
+    return config
+
+
+_MISSING = object()
+
+
+def _text(values: dict[str, Any], name: str) -> str:
+    value = values[name]
+    if not isinstance(value, str) or not value:
+        raise ValueError(f"{name} must be a non-empty string, not {value!r}")
+    return value
+
+
+def _seconds(values: dict[str, Any], name: str, allow_none: bool, allow_zero: bool) -> float | None:
+    value = values[name]
+    if value is None and allow_none:
+        return None
+    if isinstance(value, bool) or not isinstance(value, int | float) or math.isnan(value):
+        raise ValueError(f"{name} must be a number of seconds, not {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        limit = "zero or more" if allow_zero else "more than zero"
+        raise ValueError(f"{name} must be {limit} seconds, not {value!r}")
+    return float(value)
+
+
+def _count(values: dict[str, Any], name: str) -> int:
+    value = values[name]
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a whole number, zero or more, not {value!r}")
+    return value
+
+
+def _flag(values: dict[str, Any], name: str) -> bool:
+    value = values[name]
+    if not isinstance(value, bool):
+        raise ValueError(f"{name} must be True or False, not {value!r}")
+    return value

@@ -1,0 +1,449 @@
+"""The checkpoint table and every SQL statement of celery-resumable.
+
+Nothing else in the package builds SQL. Writes by a run are fenced on its lease owner
+token: an UPDATE that matches no row means another run holds the task.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import datetime as dt
+import logging
+import os
+import threading
+import time
+from collections.abc import Iterator, Sequence
+from typing import Any, Literal
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.exc import SQLAlchemyError
+
+from ._types import JSONValue
+from .errors import CheckpointStoreError
+
+__all__ = ["Checkpoint", "CheckpointStore", "Claim", "FinishedStep", "State", "Status"]
+
+logger = logging.getLogger("celery_resumable.store")
+
+Status = Literal["running", "interrupted", "failed", "completed"]
+STATUSES: tuple[Status, ...] = ("running", "interrupted", "failed", "completed")
+
+_PURGE_EVERY = 600.0
+
+
+@dataclasses.dataclass(frozen=True)
+class FinishedStep:
+    """A step that finished, with its result as stored JSON."""
+
+    name: str
+    result: JSONValue
+
+
+@dataclasses.dataclass(frozen=True)
+class State:
+    """What a run writes: the finished steps and the step in progress with its cursor."""
+
+    finished: tuple[FinishedStep, ...]
+    current_step: str | None
+    cursor: JSONValue
+    interruptions: int
+
+
+@dataclasses.dataclass(frozen=True)
+class Checkpoint:
+    """One row of the checkpoint table."""
+
+    task_id: str
+    task_name: str
+    status: Status
+    finished_steps: tuple[FinishedStep, ...]
+    current_step: str | None
+    cursor: JSONValue
+    interruptions: int
+    owner: str | None
+    lease_expires_at: dt.datetime | None
+    created_at: dt.datetime
+    updated_at: dt.datetime
+
+    @property
+    def state(self) -> State:
+        """The progress part of the row."""
+        return State(self.finished_steps, self.current_step, self.cursor, self.interruptions)
+
+
+@dataclasses.dataclass(frozen=True)
+class Claim:
+    """The outcome of trying to take a task's lease: the row, and whether it is ours."""
+
+    checkpoint: Checkpoint
+    claimed: bool
+
+
+def _utcnow() -> dt.datetime:
+    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    return None if value is None else value.replace(tzinfo=dt.UTC)
+
+
+_JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+_TIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+
+
+def _table(name: str) -> sa.Table:
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("task_id", sa.String(255), primary_key=True),
+        sa.Column("task_name", sa.String(255), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("finished_steps", _JSON, nullable=False),
+        sa.Column("current_step", sa.String(255), nullable=True),
+        sa.Column("cursor", _JSON, nullable=True),
+        sa.Column("interruptions", sa.Integer, nullable=False, default=0),
+        sa.Column("owner", sa.String(64), nullable=True),
+        sa.Column("lease_expires_at", _TIME, nullable=True),
+        sa.Column("created_at", _TIME, nullable=False),
+        sa.Column("updated_at", _TIME, nullable=False),
+        sa.Index(f"ix_{name}_status_updated", "status", "updated_at"),
+    )
+
+
+# Engines are per process: a forked prefork child must not reuse its parent's sockets.
+_engines: dict[str, Engine] = {}
+_engines_lock = threading.Lock()
+
+
+def _forget_engines_after_fork() -> None:
+    for engine in _engines.values():
+        engine.dispose(close=False)
+
+
+os.register_at_fork(after_in_child=_forget_engines_after_fork)
+
+
+def engine_for(url: str) -> Engine:
+    """Return this process's engine for ``url``, creating it on first use."""
+    with _engines_lock:
+        engine = _engines.get(url)
+        if engine is None:
+            engine = _create_engine(url)
+            _engines[url] = engine
+        return engine
+
+
+def _create_engine(url: str) -> Engine:
+    parsed = sa.engine.make_url(url)
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(parsed, connect_args={"timeout": 30.0})
+        sa.event.listen(engine, "connect", _sqlite_pragmas)
+        return engine
+    return sa.create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=8)
+
+
+def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
+    cursor = dbapi_connection.cursor()
+    try:
+        cursor.execute("PRAGMA journal_mode=WAL")
+        cursor.execute("PRAGMA synchronous=NORMAL")
+    finally:
+        cursor.close()
+
+
+def _safe_url(url: str) -> str:
+    try:
+        return sa.engine.make_url(url).render_as_string(hide_password=True)
+    except Exception:  # noqa: BLE001 - an unparsable URL is reported as such
+        return "<invalid url>"
+
+
+class CheckpointStore:
+    """Reads and writes checkpoints in one SQL table.
+
+    ``get``, ``list``, ``reset`` and ``purge`` are for operators; the run methods
+    (``claim``, ``save``, ``renew``, ``complete``) are used by ResumableTask.
+    """
+
+    def __init__(
+        self,
+        url: str,
+        table_name: str = "celery_resumable_checkpoints",
+        *,
+        create_tables: bool = True,
+        keep_completed: float = 604800.0,
+    ) -> None:
+        self.url = url
+        self.table_name = table_name
+        self.table = _table(table_name)
+        self.create_tables = create_tables
+        self.keep_completed = keep_completed
+        self._ready = False
+        self._last_purge = 0.0
+        self._password = _password_of(url)
+
+    def __repr__(self) -> str:
+        return f"CheckpointStore({_safe_url(self.url)!r}, table={self.table_name!r})"
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine of the store (created on first use)."""
+        with self._errors(None, "connect to"):
+            return engine_for(self.url)
+
+    # -- operators -----------------------------------------------------------------
+
+    def get(self, task_id: str) -> Checkpoint | None:
+        """Return the checkpoint of ``task_id``, or None when there is none."""
+        query = sa.select(self.table).where(self.table.c.task_id == task_id)
+        with self._begin(task_id, "read") as connection:
+            row = connection.execute(query).mappings().first()
+        return None if row is None else _checkpoint(row)
+
+    def list(
+        self,
+        *,
+        status: Status | Sequence[Status] | None = None,
+        task_name: str | None = None,
+        limit: int = 100,
+        offset: int = 0,
+    ) -> list[Checkpoint]:
+        """Return checkpoints, most recently updated first, filtered by status and task name."""
+        query = sa.select(self.table)
+        if status is not None:
+            statuses = [status] if isinstance(status, str) else list(status)
+            _check_statuses(statuses)
+            query = query.where(self.table.c.status.in_(statuses))
+        if task_name is not None:
+            query = query.where(self.table.c.task_name == task_name)
+        query = query.order_by(self.table.c.updated_at.desc(), self.table.c.task_id)
+        query = query.limit(limit).offset(offset)
+        with self._begin(None, "list") as connection:
+            return [_checkpoint(row) for row in connection.execute(query).mappings()]
+
+    def reset(self, task_id: str) -> bool:
+        """Delete the checkpoint of ``task_id`` so its next run starts over; True if one existed."""
+        query = sa.delete(self.table).where(self.table.c.task_id == task_id)
+        with self._begin(task_id, "reset") as connection:
+            return connection.execute(query).rowcount > 0
+
+    def purge(
+        self,
+        *,
+        older_than: float | None = None,
+        status: Status | Sequence[Status] = "completed",
+    ) -> int:
+        """Delete rows of ``status`` untouched for ``older_than`` seconds (default keep_completed).
+
+        Returns the number of rows deleted.
+        """
+        statuses = [status] if isinstance(status, str) else list(status)
+        _check_statuses(statuses)
+        age = self.keep_completed if older_than is None else older_than
+        cutoff = _utcnow() - dt.timedelta(seconds=age)
+        query = sa.delete(self.table).where(
+            self.table.c.status.in_(statuses), self.table.c.updated_at < cutoff
+        )
+        with self._begin(None, "purge") as connection:
+            return int(connection.execute(query).rowcount)
+
+    # -- runs ----------------------------------------------------------------------
+
+    def claim(self, task_id: str, task_name: str, owner: str, lease_seconds: float) -> Claim:
+        """Take the lease of ``task_id`` unless a live run holds it or the task completed."""
+        now = _utcnow()
+        table = self.table
+        take = (
+            sa.update(table)
+            .where(
+                table.c.task_id == task_id,
+                table.c.status != "completed",
+                sa.or_(table.c.owner.is_(None), table.c.lease_expires_at < now),
+            )
+            .values(
+                owner=owner,
+                lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
+                status="running",
+                updated_at=now,
+            )
+        )
+        with self._begin(task_id, "claim") as connection:
+            connection.execute(self._insert_if_absent(connection, task_id, task_name, now))
+            claimed = connection.execute(take).rowcount == 1
+            row = connection.execute(sa.select(table).where(table.c.task_id == task_id))
+            checkpoint = _checkpoint(row.mappings().one())
+        return Claim(checkpoint, claimed)
+
+    def save(
+        self,
+        task_id: str,
+        owner: str,
+        state: State,
+        *,
+        status: Status = "running",
+        lease_seconds: float | None = None,
+        connection: Connection | None = None,
+    ) -> bool:
+        """Write ``state`` if ``owner`` still holds the lease; False when it does not.
+
+        With ``lease_seconds`` the lease is extended; without, it is released. With
+        ``connection`` the statement runs in the caller's transaction.
+        """
+        now = _utcnow()
+        keep = lease_seconds is not None
+        query = self._fenced(task_id, owner).values(
+            status=status,
+            finished_steps=[{"name": s.name, "result": s.result} for s in state.finished],
+            current_step=state.current_step,
+            cursor=state.cursor,
+            interruptions=state.interruptions,
+            owner=owner if keep else None,
+            lease_expires_at=now + dt.timedelta(seconds=lease_seconds) if keep else None,  # type: ignore[arg-type]
+            updated_at=now,
+        )
+        if connection is not None:
+            return bool(connection.execute(query).rowcount == 1)
+        with self._begin(task_id, "save") as own:
+            saved = own.execute(query).rowcount == 1
+        if status == "completed":
+            self._maybe_purge()
+        return saved
+
+    def renew(self, task_id: str, owner: str, lease_seconds: float) -> bool:
+        """Extend the lease of ``owner``; False when another run took it."""
+        expires = _utcnow() + dt.timedelta(seconds=lease_seconds)
+        query = self._fenced(task_id, owner).values(lease_expires_at=expires)
+        with self._begin(task_id, "renew the lease of") as connection:
+            return bool(connection.execute(query).rowcount == 1)
+
+    def release(self, task_id: str, owner: str) -> bool:
+        """Give up the lease of ``owner`` without changing progress."""
+        query = self._fenced(task_id, owner).values(owner=None, lease_expires_at=None)
+        with self._begin(task_id, "release the lease of") as connection:
+            return bool(connection.execute(query).rowcount == 1)
+
+    def exists_in(self, connection: Connection, task_id: str) -> bool:
+        """Whether ``connection``'s database has this table with a row for ``task_id``."""
+        if not sa.inspect(connection).has_table(self.table_name):
+            return False
+        query = sa.select(self.table.c.task_id).where(self.table.c.task_id == task_id)
+        return connection.execute(query).first() is not None
+
+    # -- plumbing ------------------------------------------------------------------
+
+    def _fenced(self, task_id: str, owner: str) -> sa.Update:
+        table = self.table
+        return sa.update(table).where(table.c.task_id == task_id, table.c.owner == owner)
+
+    def _insert_if_absent(
+        self, connection: Connection, task_id: str, task_name: str, now: dt.datetime
+    ) -> sa.Executable:
+        values = {
+            "task_id": task_id,
+            "task_name": task_name,
+            "status": "running",
+            "finished_steps": [],
+            "interruptions": 0,
+            "created_at": now,
+            "updated_at": now,
+        }
+        dialect = connection.dialect.name
+        if dialect == "postgresql":
+            return postgresql.insert(self.table).values(values).on_conflict_do_nothing()
+        if dialect == "sqlite":
+            return sqlite.insert(self.table).values(values).on_conflict_do_nothing()
+        if dialect in ("mysql", "mariadb"):
+            return mysql.insert(self.table).values(values).prefix_with("IGNORE")
+        raise CheckpointStoreError(
+            f"unsupported database {dialect!r}; use SQLite, PostgreSQL or MySQL/MariaDB"
+        )
+
+    def _maybe_purge(self) -> None:
+        now = time.monotonic()
+        if now - self._last_purge < _PURGE_EVERY:
+            return
+        self._last_purge = now
+        try:
+            deleted = self.purge()
+        except CheckpointStoreError as exc:
+            logger.warning("could not purge completed checkpoints: %s", exc)
+        else:
+            if deleted:
+                logger.info("purged %d completed checkpoints", deleted)
+
+    @contextlib.contextmanager
+    def _begin(self, task_id: str | None, action: str) -> Iterator[Connection]:
+        self._ensure_table()
+        with self._errors(task_id, action), self.engine.begin() as connection:
+            yield connection
+
+    def _ensure_table(self) -> None:
+        if self._ready:
+            return
+        if self.create_tables:
+            with self._errors(None, "create the table in"):
+                try:
+                    self.table.metadata.create_all(engine_for(self.url), checkfirst=True)
+                except SQLAlchemyError:
+                    # Another process may have created it between the check and the CREATE.
+                    if not sa.inspect(engine_for(self.url)).has_table(self.table_name):
+                        raise
+        self._ready = True
+
+    @contextlib.contextmanager
+    def _errors(self, task_id: str | None, action: str) -> Iterator[None]:
+        try:
+            yield
+        except CheckpointStoreError:
+            raise
+        except (SQLAlchemyError, OSError, ImportError) as exc:
+            detail = _describe(exc)
+            if self._password:
+                detail = detail.replace(self._password, "***")
+            raise CheckpointStoreError(
+                f"could not {action} the checkpoint store {_safe_url(self.url)} "
+                f"(table {self.table_name!r}): {detail}",
+                task_id,
+            ) from None
+
+
+def _describe(exc: BaseException) -> str:
+    original = getattr(exc, "orig", None)
+    text = str(original if original is not None else exc).strip()
+    first_line = text.splitlines()[0] if text else type(exc).__name__
+    return f"{type(original or exc).__name__}: {first_line}"[:500]
+
+
+def _password_of(url: str) -> str | None:
+    try:
+        password = sa.engine.make_url(url).password
+    except Exception:  # noqa: BLE001 - an unparsable URL fails later with a clear error
+        return None
+    return str(password) if password else None
+
+
+def _check_statuses(statuses: Sequence[str]) -> None:
+    for status in statuses:
+        if status not in STATUSES:
+            raise ValueError(f"unknown checkpoint status {status!r}; use one of {STATUSES}")
+
+
+def _checkpoint(row: Any) -> Checkpoint:
+    return Checkpoint(
+        task_id=row["task_id"],
+        task_name=row["task_name"],
+        status=row["status"],
+        finished_steps=tuple(
+            FinishedStep(item["name"], item["result"]) for item in row["finished_steps"]
+        ),
+        current_step=row["current_step"],
+        cursor=row["cursor"],
+        interruptions=row["interruptions"],
+        owner=row["owner"],
+        lease_expires_at=_aware(row["lease_expires_at"]),
+        created_at=_aware(row["created_at"]),  # type: ignore[arg-type]
+        updated_at=_aware(row["updated_at"]),  # type: ignore[arg-type]
+    )

@@ -1,0 +1,137 @@
+"""Checkpoint writes inside the caller's own SQLAlchemy transaction."""
+
+from __future__ import annotations
+
+import time
+import weakref
+from collections.abc import Callable
+from typing import Any
+
+from sqlalchemy import event
+from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.orm import Session
+
+from . import _worker
+from ._codec import encode
+from ._context import Run, current_run
+from ._store import FinishedStep, State
+from .errors import CheckpointStoreError, LeaseLostError, NotInStepError, TaskInterrupted
+
+__all__ = ["set_step_cursor_tx", "set_step_tx"]
+
+_tables_seen: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()
+
+
+def set_step_tx(conn: Connection | Session, result: object = None) -> None:
+    """Mark the running step finished, with ``result``, inside ``conn``'s transaction.
+
+    The checkpoint commits or rolls back with the caller's writes; the run's state
+    changes only when the transaction commits. A skipped step then returns ``result``.
+    Raises NotInStepError, NotInResumableTaskError, CursorEncodeError,
+    CheckpointStoreError (no checkpoint table or row in ``conn``'s database),
+    LeaseLostError, and TaskInterrupted (before writing) when the run must stop.
+    """
+    run, name = _running_step("set_step_tx")
+    encoded = encode(result, f"the result of step {name!r}")
+    state = State((*run.finished, FinishedStep(name, encoded)), None, None, run.interruptions)
+
+    def apply() -> None:
+        run.finished.append(FinishedStep(name, encoded))
+        run.in_progress = None
+        run.finished_by_tx = name
+
+    _write(run, conn, state, apply)
+
+
+def set_step_cursor_tx(conn: Connection | Session, cursor: object) -> None:
+    """Save ``cursor`` as the running step's cursor inside ``conn``'s transaction.
+
+    Like ``set_step_tx``: the cursor commits or rolls back with the caller's writes and
+    the run's state changes only on commit. Raises what ``set_step_tx`` raises.
+    """
+    run, name = _running_step("set_step_cursor_tx")
+    encoded = encode(cursor, f"the cursor of step {name!r}")
+    state = State(tuple(run.finished), name, encoded, run.interruptions)
+
+    def apply() -> None:
+        run.in_progress = (name, encoded)
+        run.progressed = True
+
+    _write(run, conn, state, apply)
+
+
+def _running_step(function: str) -> tuple[Run, str]:
+    run = current_run(function)
+    if run.active is None:
+        raise NotInStepError(function)
+    # Stopping here rolls the caller's transaction back: its work is redone, never lost.
+    if _worker.shutdown_requested():
+        raise TaskInterrupted("shutdown")
+    run.unconfirmed = False  # code went on after the last commit, so it succeeded
+    return run, run.active
+
+
+def _connection_of(conn: Connection | Session) -> Connection:
+    if isinstance(conn, Session):
+        return conn.connection()
+    if isinstance(conn, Connection):
+        return conn
+    raise TypeError(f"expected a SQLAlchemy Connection or Session, not {type(conn).__qualname__}")
+
+
+def _write(run: Run, conn: Connection | Session, state: State, apply: Callable[[], None]) -> None:
+    connection = _connection_of(conn)
+    store = run.store
+    if store is None or run.task_id is None:
+        return  # a direct call: nothing is persisted, like every other write
+    run.ensure_loaded()
+    task_id = run.task_id
+    engine = connection.engine
+    with store._errors(task_id, "write the checkpoint through the given connection to"):
+        if engine not in _tables_seen:
+            if not store.exists_in(connection, task_id):
+                raise _not_here(store.table_name, task_id)
+            _tables_seen[engine] = True
+        saved = store.save(
+            task_id,
+            run.owner,
+            state,
+            lease_seconds=run.lease_seconds,
+            connection=connection,
+        )
+        if not saved and not store.exists_in(connection, task_id):
+            raise _not_here(store.table_name, task_id)
+    if not saved:
+        run.lease_lost = True
+        raise LeaseLostError(task_id)
+    run.tx_writes += 1
+    _on_commit(connection, run, run.tx_writes, apply)
+
+
+def _on_commit(connection: Connection, run: Run, sequence: int, apply: Callable[[], None]) -> None:
+    def committed(_connection: Any) -> None:
+        forget()
+        if run.tx_writes == sequence:
+            apply()
+            run.dirty = False
+            run.unconfirmed = True
+            run.last_write = time.monotonic()
+
+    def rolled_back(_connection: Any) -> None:
+        forget()
+
+    def forget() -> None:
+        event.remove(connection, "commit", committed)
+        event.remove(connection, "rollback", rolled_back)
+
+    event.listen(connection, "commit", committed)
+    event.listen(connection, "rollback", rolled_back)
+
+
+def _not_here(table_name: str, task_id: str) -> CheckpointStoreError:
+    return CheckpointStoreError(
+        f"the database of the given connection has no checkpoint table {table_name!r} "
+        "holding this task; the _tx functions need the checkpoint table in the same "
+        "database as your data (point resumable_store_url at it)",
+        task_id,
+    )
