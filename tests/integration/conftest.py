@@ -1,0 +1,47 @@
+"""Fixtures that start real worker processes against real services."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from tests.integration.harness import Deployment
+from tests.services import AMQP_URL, REDIS_URL, require
+
+BROKERS = {"redis": REDIS_URL, "rabbitmq": AMQP_URL}
+
+DeploymentFactory = Callable[..., Deployment]
+
+
+@pytest.fixture
+def deploy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DeploymentFactory]:
+    """Make deployments: a queue on a real broker, a store and worker processes.
+
+    Worker logs are printed when the test fails.
+    """
+    made: list[Deployment] = []
+
+    def make(broker: str = "redis", store: str | None = None,
+             settings: dict[str, Any] | None = None, events: str | None = None) -> Deployment:
+        require(broker)
+        url = store or f"sqlite:///{tmp_path / 'store.sqlite3'}"
+        deployment = Deployment(tmp_path, BROKERS[broker], url, settings, events)
+        made.append(deployment)
+        return deployment
+
+    yield make
+    for deployment in made:
+        deployment.close()
+        if getattr(request.node, "failed", False):
+            print(deployment.logs())
+
+
+@pytest.hookimpl(hookwrapper=True)
+def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
+    outcome = yield
+    report = outcome.get_result()
+    if report.when == "call" and report.failed:
+        item.failed = True

@@ -1,0 +1,231 @@
+"""Real worker processes for the integration tests, and a TCP proxy to cut a database off."""
+
+from __future__ import annotations
+
+import json
+import os
+import selectors
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from celery import Celery
+
+ROOT = Path(__file__).resolve().parents[2]
+APP = "tests.integration.worker_app"
+
+
+def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
+    """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout``."""
+    deadline = time.monotonic() + timeout
+    while True:
+        value = check()
+        if value:
+            return value
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(every)
+
+
+class Worker:
+    """One ``celery worker`` process on the deployment's queue."""
+
+    def __init__(self, deployment: Deployment, name: str, pool: str, concurrency: int,
+                 env: dict[str, str]) -> None:
+        self.deployment = deployment
+        self.name = name
+        self.log_path = deployment.directory / f"{name}.log"
+        command = [
+            sys.executable, "-m", "celery", "-A", APP, "worker",
+            "-P", pool, "-c", str(concurrency), "-Q", deployment.queue,
+            "-n", f"{name}@%h", "--loglevel=INFO",
+            "--without-mingle", "--without-gossip", "--without-heartbeat",
+        ]
+        self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
+        self.process = subprocess.Popen(
+            command, cwd=ROOT, env={**os.environ, **deployment.env, **env},
+            stdout=self.log, stderr=subprocess.STDOUT,
+        )
+        wait_for(lambda: b" ready." in self.log_path.read_bytes() or self.exited(),
+                 60, f"worker {name} to start")
+        if self.exited():
+            raise AssertionError(f"worker {name} exited at start:\n{self.output()}")
+
+    def exited(self) -> bool:
+        return self.process.poll() is not None
+
+    def send_signal(self, signum: int) -> None:
+        os.kill(self.process.pid, signum)
+
+    def stop(self, signum: int = signal.SIGTERM, timeout: float = 60.0) -> float:
+        """Send ``signum`` and return the seconds the worker took to exit."""
+        started = time.monotonic()
+        if not self.exited():
+            self.send_signal(signum)
+        try:
+            self.process.wait(timeout)
+        finally:
+            self.log.close()
+        return time.monotonic() - started
+
+    def kill_all(self) -> None:
+        """SIGKILL the worker and its pool processes at once (a hard kill of the machine)."""
+        children = _children(self.process.pid)
+        for pid in [self.process.pid, *children]:
+            try:
+                os.kill(pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.wait(30)
+        self.log.close()
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+
+def _children(pid: int) -> list[int]:
+    result = subprocess.run(["pgrep", "-P", str(pid)], capture_output=True, text=True)
+    return [int(line) for line in result.stdout.split()]
+
+
+class Deployment:
+    """A queue, a checkpoint store and the workers of one test."""
+
+    def __init__(self, directory: Path, broker: str, store: str,
+                 settings: dict[str, Any] | None = None, events: str | None = None) -> None:
+        self.directory = directory
+        self.broker = broker
+        self.store = store
+        self.queue = f"resumable-test-{uuid.uuid4().hex[:12]}"
+        self.env = {
+            "RESUMABLE_TEST_BROKER": broker,
+            "RESUMABLE_TEST_QUEUE": self.queue,
+            "RESUMABLE_TEST_STORE": store,
+            "RESUMABLE_TEST_EVENTS": events or store,
+            "RESUMABLE_TEST_SETTINGS": json.dumps(settings or {}),
+        }
+        self.workers: list[Worker] = []
+        self.client = Celery("resumable_test_client", broker=broker)
+        self.client.conf.update(broker_transport_options=(settings or {}).get(
+            "broker_transport_options", {}))
+        self.events_engine = sa.create_engine(events or store)
+
+    def start_worker(self, pool: str = "prefork", concurrency: int = 1,
+                     **env: str) -> Worker:
+        worker = Worker(self, f"w{len(self.workers) + 1}", pool, concurrency, env)
+        self.workers.append(worker)
+        return worker
+
+    def send(self, task: str, *args: Any, task_id: str | None = None) -> str:
+        result = self.client.send_task(f"{APP}.{task}", args=args, queue=self.queue,
+                                       task_id=task_id)
+        return str(result.id)
+
+    def events(self, task_id: str, kind: str | None = None) -> list[Any]:
+        from tests.integration.worker_app import events
+
+        query = sa.select(events).where(events.c.task_id == task_id).order_by(events.c.id)
+        if kind is not None:
+            query = query.where(events.c.kind == kind)
+        try:
+            with self.events_engine.connect() as connection:
+                return list(connection.execute(query))
+        except sa.exc.OperationalError:
+            return []  # the table is created by the first task
+        except sa.exc.ProgrammingError:
+            return []
+
+    def items(self, task_id: str) -> list[int]:
+        return [row.item for row in self.events(task_id, "item")]
+
+    def close(self) -> None:
+        for worker in self.workers:
+            if not worker.exited():
+                worker.kill_all()
+        self.client.close()
+        self.events_engine.dispose()
+
+    def logs(self) -> str:
+        return "\n".join(f"--- {w.name} ---\n{w.output()}" for w in self.workers)
+
+
+class TcpProxy:
+    """Forwards a local port to a server; ``cut()`` drops every connection and refuses new ones."""
+
+    def __init__(self, port: int, host: str = "127.0.0.1") -> None:
+        self.target = (host, port)
+        self.listener = socket.socket()
+        self.listener.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        self.listener.bind(("127.0.0.1", 0))
+        self.listener.listen(64)
+        self.port = self.listener.getsockname()[1]
+        self.open = True
+        self.closing = False
+        self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        self.lock = threading.Lock()
+        self.thread = threading.Thread(target=self._accept, daemon=True)
+        self.thread.start()
+
+    def _accept(self) -> None:
+        while not self.closing:
+            try:
+                client, _ = self.listener.accept()
+            except OSError:
+                return
+            if not self.open:
+                client.close()
+                continue
+            try:
+                server = socket.create_connection(self.target)
+            except OSError:
+                client.close()
+                continue
+            with self.lock:
+                self.pairs.append((client, server))
+            threading.Thread(target=self._pump, args=(client, server), daemon=True).start()
+
+    def _pump(self, client: socket.socket, server: socket.socket) -> None:
+        selector = selectors.DefaultSelector()
+        selector.register(client, selectors.EVENT_READ, server)
+        selector.register(server, selectors.EVENT_READ, client)
+        try:
+            while True:
+                for key, _ in selector.select():
+                    data = key.fileobj.recv(65536)  # type: ignore[union-attr]
+                    if not data:
+                        return
+                    key.data.sendall(data)
+        except OSError:
+            return
+        finally:
+            selector.close()
+            client.close()
+            server.close()
+
+    def cut(self) -> None:
+        self.open = False
+        with self.lock:
+            pairs, self.pairs = self.pairs, []
+        for client, server in pairs:
+            for sock in (client, server):
+                try:
+                    sock.shutdown(socket.SHUT_RDWR)
+                except OSError:
+                    pass
+                sock.close()
+
+    def restore(self) -> None:
+        self.open = True
+
+    def close(self) -> None:
+        self.closing = True
+        self.cut()
+        self.listener.close()

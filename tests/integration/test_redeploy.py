@@ -1,0 +1,83 @@
+"""A warm shutdown interrupts running tasks at a boundary; the next worker finishes them."""
+
+from __future__ import annotations
+
+import signal
+from collections import Counter
+from datetime import UTC, datetime
+
+import pytest
+
+from celery_resumable import CheckpointStore
+from tests.integration.conftest import DeploymentFactory
+from tests.integration.harness import Deployment, wait_for
+
+COUNT = 300
+DELAY = 0.02
+
+
+def assert_finished_once(deployment: Deployment, task_id: str, repeats: int = 1) -> None:
+    """Every item recorded, at most ``repeats`` twice, first and last steps once, no retry."""
+    items = deployment.items(task_id)
+    counts = Counter(items)
+    assert set(counts) == set(range(COUNT)), "some items were never processed"
+    assert sum(counts.values()) - COUNT <= repeats, f"items repeated: {counts.most_common(3)}"
+    assert len(deployment.events(task_id, "prepare")) == 1
+    assert len(deployment.events(task_id, "finish")) == 1
+    assert {row.retries for row in deployment.events(task_id)} == {0}
+
+
+def interrupt_mid_cursor(deployment: Deployment, pool: str, signum: int,
+                         exit_within: float = 5.0, **worker_env: str) -> str:
+    # Given a worker running a three-step task in the middle of its cursor step
+    first = deployment.start_worker(pool=pool, **worker_env)
+    task_id = deployment.send("three_steps", COUNT, DELAY)
+    wait_for(lambda: len(deployment.items(task_id)) >= 30, 30, "the cursor step to start")
+
+    # When the worker is told to stop
+    signalled = datetime.now(UTC)
+    seconds = first.stop(signum)
+
+    # Then the task saved at once, and the worker exits without waiting for the task
+    assert seconds < exit_within, f"worker took {seconds:.1f}s to stop"
+    assert len(deployment.items(task_id)) < COUNT
+    checkpoint = CheckpointStore(deployment.store).get(task_id)
+    assert checkpoint is not None
+    assert checkpoint.status == "interrupted"
+    assert checkpoint.current_step == "process"
+    assert checkpoint.interruptions == 1
+    saved_after = (checkpoint.updated_at - signalled).total_seconds()
+    assert saved_after < 1.0, f"checkpoint saved {saved_after:.2f}s after the signal"
+    return task_id
+
+
+def finish_on_second_worker(deployment: Deployment, task_id: str, pool: str) -> None:
+    deployment.start_worker(pool=pool)
+    wait_for(lambda: deployment.events(task_id, "finish"), 60, "the task to finish")
+    assert_finished_once(deployment, task_id)
+    checkpoint = CheckpointStore(deployment.store).get(task_id)
+    assert checkpoint is not None
+    assert checkpoint.status == "completed"
+
+
+@pytest.mark.parametrize(
+    ("broker", "pool"),
+    [("redis", "prefork"), ("redis", "threads"), ("redis", "solo"), ("rabbitmq", "prefork")],
+)
+def test_warm_shutdown_interrupts_and_next_worker_resumes(
+    deploy: DeploymentFactory, broker: str, pool: str
+) -> None:
+    deployment = deploy(broker)
+    task_id = interrupt_mid_cursor(deployment, pool, signal.SIGTERM)
+    finish_on_second_worker(deployment, task_id, pool)
+
+
+def test_soft_shutdown_with_remapped_sigterm_interrupts_before_the_wait(
+    deploy: DeploymentFactory,
+) -> None:
+    # Celery sleeps out the whole soft timeout; the task must not run through it.
+    deployment = deploy("redis", settings={"worker_soft_shutdown_timeout": 2.0})
+    task_id = interrupt_mid_cursor(
+        deployment, "prefork", signal.SIGTERM, exit_within=7.0, REMAP_SIGTERM="SIGQUIT"
+    )
+    finish_on_second_worker(deployment, task_id, "prefork")

@@ -1,0 +1,118 @@
+"""The Celery app that the integration tests run in real worker processes.
+
+Configured from environment variables so each test picks its broker, queue and store:
+RESUMABLE_TEST_BROKER, RESUMABLE_TEST_QUEUE, RESUMABLE_TEST_STORE (SQLAlchemy URL of the
+checkpoint store), RESUMABLE_TEST_EVENTS (URL of the database the tasks record what they
+did into; the store's by default) and RESUMABLE_TEST_SETTINGS (JSON of extra settings).
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import time
+from typing import Any
+
+import sqlalchemy as sa
+from celery import Celery
+
+from celery_resumable import ResumableTask, iterate, set_step_cursor_tx, step, step_cursor
+
+app = Celery("resumable_tests")
+app.conf.update(
+    broker_url=os.environ.get("RESUMABLE_TEST_BROKER", "redis://127.0.0.1:6379/15"),
+    task_default_queue=os.environ.get("RESUMABLE_TEST_QUEUE", "resumable-tests"),
+    resumable_store_url=os.environ.get("RESUMABLE_TEST_STORE", "sqlite:///test.sqlite3"),
+    resumable_checkpoint_interval=0.5,
+    worker_prefetch_multiplier=1,
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+)
+app.conf.update(json.loads(os.environ.get("RESUMABLE_TEST_SETTINGS", "{}")))
+
+metadata = sa.MetaData()
+events = sa.Table(
+    "resumable_test_events",
+    metadata,
+    sa.Column("id", sa.Integer, primary_key=True, autoincrement=True),
+    sa.Column("task_id", sa.String(64), nullable=False),
+    sa.Column("kind", sa.String(32), nullable=False),
+    sa.Column("item", sa.Integer, nullable=True),
+    sa.Column("retries", sa.Integer, nullable=False),
+    sa.Column("pid", sa.Integer, nullable=False),
+)
+rows = sa.Table(
+    "resumable_test_rows",
+    metadata,
+    sa.Column("task_id", sa.String(64), primary_key=True),
+    sa.Column("item", sa.Integer, primary_key=True),
+)
+
+_engine: sa.Engine | None = None
+
+
+def engine() -> sa.Engine:
+    """The engine of the events and rows tables."""
+    global _engine
+    if _engine is None:
+        url = os.environ.get("RESUMABLE_TEST_EVENTS") or app.conf.resumable_store_url
+        _engine = sa.create_engine(url)
+        metadata.create_all(_engine)
+    return _engine
+
+
+def record(task: Any, kind: str, item: int | None = None) -> None:
+    """Insert one event row, committed at once."""
+    with engine().begin() as connection:
+        connection.execute(
+            events.insert().values(
+                task_id=task.request.id,
+                kind=kind,
+                item=item,
+                retries=task.request.retries,
+                pid=os.getpid(),
+            )
+        )
+
+
+@app.task(base=ResumableTask, bind=True)
+def three_steps(self: Any, count: int, delay: float) -> int:
+    """A first step, a cursor over ``count`` items taking ``delay`` each, a last step."""
+    step("prepare", record, self, "prepare")
+    for item in iterate("process", range(count)):
+        time.sleep(delay)
+        record(self, "item", item)
+    step("finish", record, self, "finish")
+    return count
+
+
+@app.task(base=ResumableTask, bind=True)
+def fails_once(self: Any, count: int, fail_at: int) -> int:
+    """Fails at item ``fail_at`` on its first attempt and retries through ``self.retry``."""
+    step("prepare", record, self, "prepare")
+    for item in iterate("process", range(count)):
+        if item == fail_at and self.request.retries == 0:
+            raise self.retry(exc=RuntimeError(f"failed at {item}"), countdown=0)
+        record(self, "item", item)
+    step("finish", record, self, "finish")
+    return count
+
+
+@app.task(base=ResumableTask, bind=True)
+def transactional(self: Any, count: int, batch: int, delay: float) -> int:
+    """Inserts rows in batches, each batch saving its cursor in the same transaction."""
+
+    def load(cursor: int | None) -> int:
+        start = cursor or 0
+        for first in range(start, count, batch):
+            with engine().begin() as connection:
+                for item in range(first, min(first + batch, count)):
+                    connection.execute(rows.insert().values(task_id=self.request.id, item=item))
+                set_step_cursor_tx(connection, min(first + batch, count))
+            record(self, "batch", first)
+            time.sleep(delay)
+        return count
+
+    step_cursor("load", load)
+    step("finish", record, self, "finish")
+    return count

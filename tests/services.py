@@ -1,0 +1,40 @@
+"""The services the tests use, and the rule for when one is missing.
+
+A test that needs a service skips with a reason when it is down, except under
+``CI=true``, where it fails.
+"""
+
+from __future__ import annotations
+
+import os
+import socket
+
+import pytest
+
+REDIS_URL = os.environ.get("RESUMABLE_TEST_REDIS", "redis://127.0.0.1:6379/15")
+AMQP_URL = os.environ.get("RESUMABLE_TEST_AMQP", "amqp://guest:guest@127.0.0.1:5672//")
+POSTGRES_URL = os.environ.get(
+    "RESUMABLE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
+)
+MYSQL_URL = os.environ.get("RESUMABLE_TEST_MYSQL", "mysql+pymysql://root@127.0.0.1:3306/test")
+
+PORTS = {"redis": 6379, "rabbitmq": 5672, "postgres": 5432, "mysql": 3306}
+
+
+def reachable(port: int, host: str = "127.0.0.1") -> bool:
+    """Whether something accepts TCP connections on ``host:port``."""
+    try:
+        with socket.create_connection((host, port), timeout=1.0):
+            return True
+    except OSError:
+        return False
+
+
+def require(service: str) -> None:
+    """Skip the test when ``service`` is down, or fail it under CI=true."""
+    if reachable(PORTS[service]):
+        return
+    message = f"{service} is not reachable on 127.0.0.1:{PORTS[service]}"
+    if os.environ.get("CI") == "true":
+        pytest.fail(message)
+    pytest.skip(message)
