@@ -81,3 +81,76 @@ def test_soft_shutdown_with_remapped_sigterm_interrupts_before_the_wait(
         deployment, "prefork", signal.SIGTERM, exit_within=7.0, REMAP_SIGTERM="SIGQUIT"
     )
     finish_on_second_worker(deployment, task_id, "prefork")
+
+
+@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+def test_hard_kill_resumes_from_the_last_periodic_write(
+    deploy: DeploymentFactory, broker: str
+) -> None:
+    # Given short leases, a short Redis visibility timeout and a write every half second
+    interval = 0.5
+    deployment = deploy(broker, settings={
+        "resumable_checkpoint_interval": interval,
+        "resumable_lease_seconds": 3.0,
+        "broker_transport_options": {
+            "visibility_timeout": 3, "unacked_restore_interval": 1, "unacked_restore_throttle": 1,
+        },
+    })
+    first = deployment.start_worker()
+    task_id = deployment.send("three_steps", COUNT, DELAY)
+    wait_for(lambda: len(deployment.items(task_id)) >= 60, 30, "the cursor step to start")
+
+    # When the whole worker is killed with SIGKILL
+    first.kill_all()
+    checkpoint = CheckpointStore(deployment.store).get(task_id)
+    assert checkpoint is not None and checkpoint.status == "running"
+    assert isinstance(checkpoint.cursor, int)
+    done_before = len(deployment.items(task_id))
+
+    # Then the next worker resumes from the last write once the message comes back
+    deployment.start_worker()
+    wait_for(lambda: deployment.events(task_id, "finish"), 60, "the task to finish")
+    repeated = len(deployment.items(task_id)) - COUNT
+    assert repeated == done_before - checkpoint.cursor
+    assert repeated <= interval / DELAY + 2, f"{repeated} items repeated"
+    counts = Counter(deployment.items(task_id))
+    assert set(counts) == set(range(COUNT))
+    assert len(deployment.events(task_id, "prepare")) == 1
+
+
+def test_duplicate_delivery_runs_one_at_a_time(deploy: DeploymentFactory) -> None:
+    # Given two workers and the same task published twice under one id
+    deployment = deploy("redis", settings={"resumable_lease_seconds": 2.0})
+    deployment.start_worker()
+    deployment.start_worker()
+    task_id = deployment.send("three_steps", COUNT, DELAY)
+    deployment.send("three_steps", COUNT, DELAY, task_id=task_id)
+
+    # When both deliveries have been handled
+    wait_for(lambda: deployment.events(task_id, "finish"), 60, "the task to finish")
+    logs = wait_for(
+        lambda: "already completed" in deployment.logs() and deployment.logs(),
+        30, "the second delivery to be skipped",
+    )
+
+    # Then the body ran once: every item once, no concurrent second run
+    assert "is running elsewhere" in logs
+    assert Counter(deployment.items(task_id)) == Counter(range(COUNT))
+    assert len(deployment.events(task_id, "prepare")) == 1
+    assert len(deployment.events(task_id, "finish")) == 1
+
+
+def test_max_runtime_requeues_and_still_finishes(deploy: DeploymentFactory) -> None:
+    # Given runs limited to one second and a task of about six seconds
+    deployment = deploy("redis", settings={"resumable_max_runtime": 1.0})
+    deployment.start_worker()
+
+    # When it runs
+    task_id = deployment.send("three_steps", COUNT, DELAY)
+    wait_for(lambda: deployment.events(task_id, "finish"), 60, "the task to finish")
+
+    # Then it yielded several times and processed every item once
+    checkpoint = CheckpointStore(deployment.store).get(task_id)
+    assert checkpoint is not None and checkpoint.status == "completed"
+    assert checkpoint.interruptions >= 3
+    assert_finished_once(deployment, task_id, repeats=0)
