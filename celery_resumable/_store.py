@@ -199,7 +199,7 @@ class CheckpointStore:
     def get(self, task_id: str) -> Checkpoint | None:
         """Return the checkpoint of ``task_id``, or None when there is none."""
         query = sa.select(self.table).where(self.table.c.task_id == task_id)
-        with self._begin(task_id, "read") as connection:
+        with self._begin(task_id, "read from") as connection:
             row = connection.execute(query).mappings().first()
         return None if row is None else _checkpoint(row)
 
@@ -221,13 +221,13 @@ class CheckpointStore:
             query = query.where(self.table.c.task_name == task_name)
         query = query.order_by(self.table.c.updated_at.desc(), self.table.c.task_id)
         query = query.limit(limit).offset(offset)
-        with self._begin(None, "list") as connection:
+        with self._begin(None, "list the checkpoints of") as connection:
             return [_checkpoint(row) for row in connection.execute(query).mappings()]
 
     def reset(self, task_id: str) -> bool:
         """Delete the checkpoint of ``task_id`` so its next run starts over; True if one existed."""
         query = sa.delete(self.table).where(self.table.c.task_id == task_id)
-        with self._begin(task_id, "reset") as connection:
+        with self._begin(task_id, "reset the checkpoint in") as connection:
             return connection.execute(query).rowcount > 0
 
     def purge(
@@ -270,7 +270,7 @@ class CheckpointStore:
                 updated_at=now,
             )
         )
-        with self._begin(task_id, "claim") as connection:
+        with self._begin(task_id, "claim the task in") as connection:
             connection.execute(self._insert_if_absent(connection, task_id, task_name, now))
             claimed = connection.execute(take).rowcount == 1
             row = connection.execute(sa.select(table).where(table.c.task_id == task_id))
@@ -306,7 +306,7 @@ class CheckpointStore:
         )
         if connection is not None:
             return bool(connection.execute(query).rowcount == 1)
-        with self._begin(task_id, "save") as own:
+        with self._begin(task_id, "save to") as own:
             saved = own.execute(query).rowcount == 1
         if status == "completed":
             self._maybe_purge()
@@ -316,13 +316,13 @@ class CheckpointStore:
         """Extend the lease of ``owner``; False when another run took it."""
         expires = _utcnow() + dt.timedelta(seconds=lease_seconds)
         query = self._fenced(task_id, owner).values(lease_expires_at=expires)
-        with self._begin(task_id, "renew the lease of") as connection:
+        with self._begin(task_id, "renew the lease in") as connection:
             return bool(connection.execute(query).rowcount == 1)
 
     def release(self, task_id: str, owner: str) -> bool:
         """Give up the lease of ``owner`` without changing progress."""
         query = self._fenced(task_id, owner).values(owner=None, lease_expires_at=None)
-        with self._begin(task_id, "release the lease of") as connection:
+        with self._begin(task_id, "release the lease in") as connection:
             return bool(connection.execute(query).rowcount == 1)
 
     def exists_in(self, connection: Connection, task_id: str) -> bool:

@@ -1,0 +1,79 @@
+"""The checkpoint store going away during a run loses nothing."""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Iterator
+
+import pytest
+
+from celery_resumable import CheckpointStore
+from tests.integration.conftest import DeploymentFactory
+from tests.integration.harness import TcpProxy, wait_for
+from tests.services import POSTGRES_URL, require
+
+COUNT = 300
+DELAY = 0.02
+TABLE = "celery_resumable_checkpoints"
+
+
+@pytest.fixture
+def proxy() -> Iterator[TcpProxy]:
+    """A cuttable TCP path to PostgreSQL."""
+    require("postgres")
+    tcp = TcpProxy(5432)
+    yield tcp
+    tcp.close()
+
+
+def proxied(port: int) -> str:
+    return POSTGRES_URL.replace("127.0.0.1:5432", f"127.0.0.1:{port}")
+
+
+def test_run_goes_on_while_the_store_is_down(
+    deploy: DeploymentFactory, proxy: TcpProxy
+) -> None:
+    # Given a task checkpointing through a path to PostgreSQL that can be cut
+    deployment = deploy("redis", store=proxied(proxy.port), events=POSTGRES_URL)
+    deployment.start_worker()
+    task_id = deployment.send("three_steps", COUNT, DELAY)
+    wait_for(lambda: len(deployment.items(task_id)) >= 30, 30, "the cursor step to start")
+
+    # When the store is unreachable for two seconds mid-run
+    proxy.cut()
+    time.sleep(2.0)
+    proxy.restore()
+
+    # Then the task went on, and finished with every item once
+    wait_for(lambda: deployment.events(task_id, "finish"), 60, "the task to finish")
+    assert Counter(deployment.items(task_id)) == Counter(range(COUNT))
+    assert "checkpoint write failed; the task goes on" in deployment.logs()
+    checkpoint = CheckpointStore(POSTGRES_URL).get(task_id)
+    assert checkpoint is not None and checkpoint.status == "completed"
+
+
+def test_interrupt_with_the_store_down_requeues_and_resumes_from_the_last_write(
+    deploy: DeploymentFactory, proxy: TcpProxy
+) -> None:
+    # Given a task mid-cursor whose store becomes unreachable; the lease it cannot give
+    # up then has to expire before the next run may take the task
+    deployment = deploy("redis", store=proxied(proxy.port), events=POSTGRES_URL,
+                        settings={"resumable_lease_seconds": 3.0})
+    first = deployment.start_worker()
+    task_id = deployment.send("three_steps", COUNT, DELAY)
+    wait_for(lambda: len(deployment.items(task_id)) >= 60, 30, "the cursor step to start")
+    proxy.cut()
+
+    # When the worker is stopped while the store is down
+    seconds = first.stop()
+
+    # Then the message still went back on the queue after a brief retry
+    assert seconds < 10
+    assert "interrupted run could not save" in first.output()
+    proxy.restore()
+    deployment.start_worker()
+    wait_for(lambda: deployment.events(task_id, "finish"), 60, "the task to finish")
+    counts = Counter(deployment.items(task_id))
+    assert set(counts) == set(range(COUNT)), "an item was lost"
+    assert len(deployment.events(task_id, "prepare")) == 1
