@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 import weakref
 from collections.abc import Callable
-from typing import Any
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
@@ -109,23 +108,39 @@ def _write(run: Run, conn: Connection | Session, state: State, apply: Callable[[
 
 
 def _on_commit(connection: Connection, run: Run, sequence: int, apply: Callable[[], None]) -> None:
-    def committed(_connection: Any) -> None:
-        forget()
+    def committed() -> None:
         if run.tx_writes == sequence:
             apply()
             run.dirty = False
             run.unconfirmed = True
             run.last_write = time.monotonic()
 
-    def rolled_back(_connection: Any) -> None:
-        forget()
+    callbacks = _pending.get(connection)
+    if callbacks is None:
+        callbacks = _pending[connection] = []
+        event.listen(connection, "commit", _committed)
+        event.listen(connection, "rollback", _rolled_back)
+    callbacks.append(committed)
 
-    def forget() -> None:
-        event.remove(connection, "commit", committed)
-        event.remove(connection, "rollback", rolled_back)
 
-    event.listen(connection, "commit", committed)
-    event.listen(connection, "rollback", rolled_back)
+# What to apply when a connection's transaction commits; one listener pair per connection.
+_pending: weakref.WeakKeyDictionary[Connection, list[Callable[[], None]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _committed(connection: Connection) -> None:
+    callbacks = _pending.get(connection)
+    if callbacks:
+        applied, callbacks[:] = list(callbacks), []
+        for apply in applied:
+            apply()
+
+
+def _rolled_back(connection: Connection) -> None:
+    callbacks = _pending.get(connection)
+    if callbacks:
+        callbacks.clear()
 
 
 def _not_here(table_name: str, task_id: str) -> CheckpointStoreError:
