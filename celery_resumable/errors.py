@@ -24,28 +24,37 @@ __all__ = [
 
 
 class ResumableError(Exception):
-    """Raised for every error of celery-resumable; the root of the family."""
+    """Raised for every error of celery-resumable; the root of the family.
+
+    The constructor arguments are kept in ``args`` so that result backends can rebuild
+    the error from them; the message is made from them by ``__str__``.
+    """
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else ""
 
 
 class DuplicateStepError(ResumableError):
     """Raised when one run of a task meets the same step name twice."""
 
     def __init__(self, step: str) -> None:
-        super().__init__(
-            f"step {step!r} was already run in this task; every step needs a unique name"
-        )
+        super().__init__(step)
         self.step = step
+
+    def __str__(self) -> str:
+        return f"step {self.step!r} was already run in this task; every step needs a unique name"
 
 
 class NestedStepError(ResumableError):
     """Raised when a step is started while another step is running."""
 
     def __init__(self, outer: str, inner: str) -> None:
-        super().__init__(
-            f"step {inner!r} was started inside step {outer!r}; steps cannot be nested"
-        )
+        super().__init__(outer, inner)
         self.outer = outer
         self.inner = inner
+
+    def __str__(self) -> str:
+        return f"step {self.inner!r} was started inside step {self.outer!r}; steps cannot be nested"
 
 
 class StepMismatchError(ResumableError):
@@ -56,36 +65,45 @@ class StepMismatchError(ResumableError):
     """
 
     def __init__(self, task_id: str, expected: str, found: str) -> None:
-        super().__init__(
-            f"task {task_id}: the checkpoint expected step {expected!r} here but the "
-            f"task ran step {found!r}; the task's steps changed since the checkpoint "
-            "was written; reset the checkpoint to start over"
-        )
+        super().__init__(task_id, expected, found)
         self.task_id = task_id
         self.expected = expected
         self.found = found
+
+    def __str__(self) -> str:
+        return (
+            f"task {self.task_id}: the checkpoint expected step {self.expected!r} here but "
+            f"the task ran step {self.found!r}; the task's steps changed since the checkpoint "
+            "was written; reset the checkpoint to start over"
+        )
 
 
 class NotInStepError(ResumableError):
     """Raised when ``set_cursor`` (or a ``_tx`` function) is called outside a step."""
 
     def __init__(self, function: str) -> None:
-        super().__init__(
-            f"{function}() was called outside a step; call it from the function "
+        super().__init__(function)
+        self.function = function
+
+    def __str__(self) -> str:
+        return (
+            f"{self.function}() was called outside a step; call it from the function "
             "run by step_cursor() or step()"
         )
-        self.function = function
 
 
 class NotInResumableTaskError(ResumableError):
     """Raised when a step function is called outside a task whose base is ResumableTask."""
 
     def __init__(self, function: str) -> None:
-        super().__init__(
-            f"{function}() was called outside a resumable task; declare the task "
+        super().__init__(function)
+        self.function = function
+
+    def __str__(self) -> str:
+        return (
+            f"{self.function}() was called outside a resumable task; declare the task "
             "with @app.task(base=ResumableTask)"
         )
-        self.function = function
 
 
 class CursorEncodeError(ResumableError):
@@ -100,33 +118,43 @@ class CheckpointStoreError(ResumableError):
     """Raised when the checkpoint store cannot be read or written."""
 
     def __init__(self, message: str, task_id: str | None = None) -> None:
-        prefix = f"task {task_id}: " if task_id else ""
-        super().__init__(f"{prefix}{message}")
+        super().__init__(message, task_id)
+        self.message = message
         self.task_id = task_id
+
+    def __str__(self) -> str:
+        prefix = f"task {self.task_id}: " if self.task_id else ""
+        return f"{prefix}{self.message}"
 
 
 class LeaseLostError(ResumableError):
     """Raised when a run finds that another run has taken over its task's checkpoint."""
 
     def __init__(self, task_id: str) -> None:
-        super().__init__(
-            f"task {task_id}: another run took over the checkpoint lease; this run stops "
-            "without writing so that it cannot overwrite newer progress"
-        )
+        super().__init__(task_id)
         self.task_id = task_id
+
+    def __str__(self) -> str:
+        return (
+            f"task {self.task_id}: another run took over the checkpoint lease; this run "
+            "stops without writing so that it cannot overwrite newer progress"
+        )
 
 
 class TooManyInterruptionsError(ResumableError):
     """Raised when a task was interrupted more times than ``resumable_max_interruptions``."""
 
     def __init__(self, task_id: str, interruptions: int, limit: int) -> None:
-        super().__init__(
-            f"task {task_id} was interrupted {interruptions} times, more than "
-            f"resumable_max_interruptions={limit}; it is failed to break the loop"
-        )
+        super().__init__(task_id, interruptions, limit)
         self.task_id = task_id
         self.interruptions = interruptions
         self.limit = limit
+
+    def __str__(self) -> str:
+        return (
+            f"task {self.task_id} was interrupted {self.interruptions} times, more than "
+            f"resumable_max_interruptions={self.limit}; it is failed to break the loop"
+        )
 
 
 class TaskInterrupted(BaseException):

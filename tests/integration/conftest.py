@@ -24,8 +24,12 @@ def deploy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Deploymen
     """
     made: list[Deployment] = []
 
-    def make(broker: str = "redis", store: str | None = None,
-             settings: dict[str, Any] | None = None, events: str | None = None) -> Deployment:
+    def make(
+        broker: str = "redis",
+        store: str | None = None,
+        settings: dict[str, Any] | None = None,
+        events: str | None = None,
+    ) -> Deployment:
         require(broker)
         url = store or f"sqlite:///{tmp_path / 'store.sqlite3'}"
         deployment = Deployment(tmp_path, BROKERS[broker], url, settings, events)

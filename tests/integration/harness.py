@@ -38,24 +38,45 @@ def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float =
 class Worker:
     """One ``celery worker`` process on the deployment's queue."""
 
-    def __init__(self, deployment: Deployment, name: str, pool: str, concurrency: int,
-                 env: dict[str, str]) -> None:
+    def __init__(
+        self, deployment: Deployment, name: str, pool: str, concurrency: int, env: dict[str, str]
+    ) -> None:
         self.deployment = deployment
         self.name = name
         self.log_path = deployment.directory / f"{name}.log"
         command = [
-            sys.executable, "-m", "celery", "-A", APP, "worker",
-            "-P", pool, "-c", str(concurrency), "-Q", deployment.queue,
-            "-n", f"{name}@%h", "--loglevel=INFO",
-            "--without-mingle", "--without-gossip", "--without-heartbeat",
+            sys.executable,
+            "-m",
+            "celery",
+            "-A",
+            APP,
+            "worker",
+            "-P",
+            pool,
+            "-c",
+            str(concurrency),
+            "-Q",
+            deployment.queue,
+            "-n",
+            f"{name}@%h",
+            "--loglevel=INFO",
+            "--without-mingle",
+            "--without-gossip",
+            "--without-heartbeat",
         ]
         self.log = open(self.log_path, "wb")  # noqa: SIM115 - closed in stop()
         self.process = subprocess.Popen(
-            command, cwd=ROOT, env={**os.environ, **deployment.env, **env},
-            stdout=self.log, stderr=subprocess.STDOUT,
+            command,
+            cwd=ROOT,
+            env={**os.environ, **deployment.env, **env},
+            stdout=self.log,
+            stderr=subprocess.STDOUT,
         )
-        wait_for(lambda: b" ready." in self.log_path.read_bytes() or self.exited(),
-                 60, f"worker {name} to start")
+        wait_for(
+            lambda: b" ready." in self.log_path.read_bytes() or self.exited(),
+            60,
+            f"worker {name} to start",
+        )
         if self.exited():
             raise AssertionError(f"worker {name} exited at start:\n{self.output()}")
 
@@ -99,8 +120,14 @@ def _children(pid: int) -> list[int]:
 class Deployment:
     """A queue, a checkpoint store and the workers of one test."""
 
-    def __init__(self, directory: Path, broker: str, store: str,
-                 settings: dict[str, Any] | None = None, events: str | None = None) -> None:
+    def __init__(
+        self,
+        directory: Path,
+        broker: str,
+        store: str,
+        settings: dict[str, Any] | None = None,
+        events: str | None = None,
+    ) -> None:
         self.directory = directory
         self.broker = broker
         self.store = store
@@ -114,19 +141,20 @@ class Deployment:
         }
         self.workers: list[Worker] = []
         self.client = Celery("resumable_test_client", broker=broker)
-        self.client.conf.update(broker_transport_options=(settings or {}).get(
-            "broker_transport_options", {}))
+        self.client.conf.update(
+            broker_transport_options=(settings or {}).get("broker_transport_options", {})
+        )
         self.events_engine = sa.create_engine(events or store)
 
-    def start_worker(self, pool: str = "prefork", concurrency: int = 1,
-                     **env: str) -> Worker:
+    def start_worker(self, pool: str = "prefork", concurrency: int = 1, **env: str) -> Worker:
         worker = Worker(self, f"w{len(self.workers) + 1}", pool, concurrency, env)
         self.workers.append(worker)
         return worker
 
     def send(self, task: str, *args: Any, task_id: str | None = None) -> str:
-        result = self.client.send_task(f"{APP}.{task}", args=args, queue=self.queue,
-                                       task_id=task_id)
+        result = self.client.send_task(
+            f"{APP}.{task}", args=args, queue=self.queue, task_id=task_id
+        )
         return str(result.id)
 
     def events(self, task_id: str, kind: str | None = None) -> list[Any]:

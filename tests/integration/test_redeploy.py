@@ -27,8 +27,9 @@ def assert_finished_once(deployment: Deployment, task_id: str, repeats: int = 1)
     assert {row.retries for row in deployment.events(task_id)} == {0}
 
 
-def interrupt_mid_cursor(deployment: Deployment, pool: str, signum: int,
-                         exit_within: float = 5.0, **worker_env: str) -> str:
+def interrupt_mid_cursor(
+    deployment: Deployment, pool: str, signum: int, exit_within: float = 5.0, **worker_env: str
+) -> str:
     # Given a worker running a three-step task in the middle of its cursor step
     first = deployment.start_worker(pool=pool, **worker_env)
     task_id = deployment.send("three_steps", COUNT, DELAY)
@@ -89,13 +90,18 @@ def test_hard_kill_resumes_from_the_last_periodic_write(
 ) -> None:
     # Given short leases, a short Redis visibility timeout and a write every half second
     interval = 0.5
-    deployment = deploy(broker, settings={
-        "resumable_checkpoint_interval": interval,
-        "resumable_lease_seconds": 3.0,
-        "broker_transport_options": {
-            "visibility_timeout": 3, "unacked_restore_interval": 1, "unacked_restore_throttle": 1,
+    deployment = deploy(
+        broker,
+        settings={
+            "resumable_checkpoint_interval": interval,
+            "resumable_lease_seconds": 3.0,
+            "broker_transport_options": {
+                "visibility_timeout": 3,
+                "unacked_restore_interval": 1,
+                "unacked_restore_throttle": 1,
+            },
         },
-    })
+    )
     first = deployment.start_worker()
     task_id = deployment.send("three_steps", COUNT, DELAY)
     wait_for(lambda: len(deployment.items(task_id)) >= 60, 30, "the cursor step to start")
@@ -130,7 +136,8 @@ def test_duplicate_delivery_runs_one_at_a_time(deploy: DeploymentFactory) -> Non
     wait_for(lambda: deployment.events(task_id, "finish"), 60, "the task to finish")
     logs = wait_for(
         lambda: "already completed" in deployment.logs() and deployment.logs(),
-        30, "the second delivery to be skipped",
+        30,
+        "the second delivery to be skipped",
     )
 
     # Then the body ran once: every item once, no concurrent second run

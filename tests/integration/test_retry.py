@@ -12,9 +12,7 @@ from tests.integration.harness import wait_for
 
 
 @pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
-def test_retry_processes_only_the_remaining_items(
-    deploy: DeploymentFactory, broker: str
-) -> None:
+def test_retry_processes_only_the_remaining_items(deploy: DeploymentFactory, broker: str) -> None:
     # Given a task that fails at item 120 of 200 on its first attempt and calls self.retry
     deployment = deploy(broker, settings={"resumable_checkpoint_interval": None})
     deployment.start_worker()

@@ -31,9 +31,7 @@ def proxied(port: int) -> str:
     return POSTGRES_URL.replace("127.0.0.1:5432", f"127.0.0.1:{port}")
 
 
-def test_run_goes_on_while_the_store_is_down(
-    deploy: DeploymentFactory, proxy: TcpProxy
-) -> None:
+def test_run_goes_on_while_the_store_is_down(deploy: DeploymentFactory, proxy: TcpProxy) -> None:
     # Given a task checkpointing through a path to PostgreSQL that can be cut
     deployment = deploy("redis", store=proxied(proxy.port), events=POSTGRES_URL)
     deployment.start_worker()
@@ -58,8 +56,12 @@ def test_interrupt_with_the_store_down_requeues_and_resumes_from_the_last_write(
 ) -> None:
     # Given a task mid-cursor whose store becomes unreachable; the lease it cannot give
     # up then has to expire before the next run may take the task
-    deployment = deploy("redis", store=proxied(proxy.port), events=POSTGRES_URL,
-                        settings={"resumable_lease_seconds": 3.0})
+    deployment = deploy(
+        "redis",
+        store=proxied(proxy.port),
+        events=POSTGRES_URL,
+        settings={"resumable_lease_seconds": 3.0},
+    )
     first = deployment.start_worker()
     task_id = deployment.send("three_steps", COUNT, DELAY)
     wait_for(lambda: len(deployment.items(task_id)) >= 60, 30, "the cursor step to start")

@@ -32,13 +32,19 @@ def test_hard_kill_after_commit_resumes_exactly_after_it(
     deploy: DeploymentFactory, database: str
 ) -> None:
     # Given a task inserting rows in batches, each saving its cursor in the same transaction
-    deployment = deploy("redis", store=database, settings={
-        "resumable_checkpoint_interval": None,
-        "resumable_lease_seconds": 3.0,
-        "broker_transport_options": {
-            "visibility_timeout": 3, "unacked_restore_interval": 1, "unacked_restore_throttle": 1,
+    deployment = deploy(
+        "redis",
+        store=database,
+        settings={
+            "resumable_checkpoint_interval": None,
+            "resumable_lease_seconds": 3.0,
+            "broker_transport_options": {
+                "visibility_timeout": 3,
+                "unacked_restore_interval": 1,
+                "unacked_restore_throttle": 1,
+            },
         },
-    })
+    )
     first = deployment.start_worker()
     task_id = deployment.send("transactional", COUNT, BATCH, 0.2)
     wait_for(lambda: len(deployment.events(task_id, "batch")) >= 4, 30, "a few batches")
@@ -58,9 +64,13 @@ def test_hard_kill_after_commit_resumes_exactly_after_it(
     from tests.integration.worker_app import rows
 
     with deployment.events_engine.connect() as connection:
-        items = connection.execute(
-            sa.select(rows.c.item).where(rows.c.task_id == task_id).order_by(rows.c.item)
-        ).scalars().all()
+        items = (
+            connection.execute(
+                sa.select(rows.c.item).where(rows.c.task_id == task_id).order_by(rows.c.item)
+            )
+            .scalars()
+            .all()
+        )
     assert items == list(range(COUNT))
     resumed = [row for row in deployment.events(task_id, "batch") if row.pid not in first_pids]
     assert resumed[0].item == committed
