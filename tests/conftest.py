@@ -24,9 +24,9 @@ def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
 
 
 @pytest.fixture
-def table_name() -> Iterator[str]:
+def table_name() -> str:
     """A checkpoint table name of this test alone."""
-    yield f"ckpt_{uuid.uuid4().hex[:12]}"
+    return f"ckpt_{uuid.uuid4().hex[:12]}"
 
 
 @pytest.fixture

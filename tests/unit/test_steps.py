@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import datetime as dt
 import uuid
@@ -378,10 +379,8 @@ def test_a_caught_step_failure_lets_the_task_go_on(
 
     @app.task(base=ResumableTask, bind=True)
     def job(self: Any) -> str:
-        try:
+        with contextlib.suppress(KeyError):
             step("optional", broken)
-        except KeyError:
-            pass
         return step("next", lambda: "done")
 
     result = job.apply()
