@@ -376,15 +376,15 @@ class CheckpointStore:
 
     @contextlib.contextmanager
     def _begin(self, task_id: str | None, action: str) -> Iterator[Connection]:
-        self._ensure_table()
+        self._ensure_table(task_id)
         with self._errors(task_id, action), self.engine.begin() as connection:
             yield connection
 
-    def _ensure_table(self) -> None:
+    def _ensure_table(self, task_id: str | None) -> None:
         if self._ready:
             return
         if self.create_tables:
-            with self._errors(None, "create the table in"):
+            with self._errors(task_id, "create the table in"):
                 try:
                     self.table.metadata.create_all(engine_for(self.url), checkfirst=True)
                 except SQLAlchemyError:

@@ -45,7 +45,7 @@ rows = sa.Table(
     "resumable_test_rows",
     metadata,
     sa.Column("task_id", sa.String(64), primary_key=True),
-    sa.Column("item", sa.Integer, primary_key=True),
+    sa.Column("item", sa.Integer, primary_key=True, autoincrement=False),
 )
 
 _engine: sa.Engine | None = None

@@ -1,0 +1,232 @@
+"""ResumableTask: retries resume, completed ids are skipped, interrupts are bounded."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+from typing import Any
+
+from celery import Celery
+
+from celery_resumable import (
+    CheckpointStore,
+    ResumableTask,
+    iterate,
+    set_cursor,
+    step,
+    step_cursor,
+)
+from celery_resumable._worker import clear_shutdown, request_shutdown
+from celery_resumable.errors import TooManyInterruptionsError
+from celery_resumable.testing import interrupt_after_step, interrupt_at_cursor
+
+
+def test_self_retry_resumes_mid_cursor_in_the_first_step(
+    app: Celery, checkpoints: CheckpointStore
+) -> None:
+    processed: list[tuple[int, int]] = []
+
+    @app.task(base=ResumableTask, bind=True, max_retries=2, default_retry_delay=0)
+    def job(self: Any) -> int:
+        def process(cursor: int | None) -> int:
+            for item in range(cursor or 0, 6):
+                if item == 3 and self.request.retries == 0:
+                    raise self.retry(exc=RuntimeError("flaky"))
+                processed.append((item, self.request.retries))
+                set_cursor(item + 1)
+            return 6
+
+        return step_cursor("process", process)
+
+    result = job.apply()
+
+    assert result.state == "SUCCESS"
+    assert processed == [(0, 0), (1, 0), (2, 0), (3, 1), (4, 1), (5, 1)]
+    checkpoint = checkpoints.get(result.id)
+    assert checkpoint is not None and checkpoint.status == "completed"
+
+
+def test_autoretry_resumes_where_the_task_failed(app: Celery) -> None:
+    ran: list[str] = []
+    attempts = {"load": 0}
+
+    def load() -> None:
+        attempts["load"] += 1
+        if attempts["load"] == 1:
+            raise ConnectionError("down")
+        ran.append("load")
+
+    @app.task(
+        base=ResumableTask,
+        bind=True,
+        autoretry_for=(ConnectionError,),
+        retry_backoff=False,
+        default_retry_delay=0,
+    )
+    def job(self: Any) -> None:
+        step("extract", ran.append, "extract")
+        step("load", load)
+
+    assert job.apply().state == "SUCCESS"
+    assert ran == ["extract", "load"]
+    assert attempts["load"] == 2
+
+
+def test_a_late_duplicate_of_a_completed_task_does_not_run_again(app: Celery) -> None:
+    ran: list[str] = []
+
+    @app.task(base=ResumableTask, bind=True)
+    def job(self: Any) -> str:
+        step("send_email", ran.append, "sent")
+        return "done"
+
+    first = job.apply()
+    duplicate = job.apply(task_id=first.id)
+
+    assert (first.state, first.result) == ("SUCCESS", "done")
+    assert duplicate.state == "IGNORED"
+    assert ran == ["sent"]
+
+
+def test_interruptions_are_counted_and_bounded(app: Celery, checkpoints: CheckpointStore) -> None:
+    @app.task(base=ResumableTask, bind=True, resumable_max_interruptions=2)
+    def job(self: Any) -> None:
+        for _ in iterate("loop", range(10)):
+            pass
+
+    # Given a task interrupted as many times as allowed
+    with interrupt_at_cursor("loop", 1):
+        first = job.apply()
+    with interrupt_at_cursor("loop", 1):
+        job.apply(task_id=first.id)
+    checkpoint = checkpoints.get(first.id)
+    assert checkpoint is not None and checkpoint.interruptions == 2
+
+    # When it is interrupted once more
+    with interrupt_at_cursor("loop", 1):
+        last = job.apply(task_id=first.id)
+
+    # Then it fails with the loop guard's error
+    assert last.state == "FAILURE"
+    assert isinstance(last.result, TooManyInterruptionsError)
+    assert "resumable_max_interruptions=2" in str(last.result)
+
+
+def test_shutdown_notice_interrupts_at_the_next_boundary(
+    app: Celery, checkpoints: CheckpointStore
+) -> None:
+    processed: list[int] = []
+
+    @app.task(base=ResumableTask, bind=True)
+    def job(self: Any) -> None:
+        for item in iterate("loop", range(10)):
+            processed.append(item)
+            if item == 4:
+                request_shutdown()
+
+    try:
+        result = job.apply()
+    finally:
+        clear_shutdown()
+
+    assert result.state == "IGNORED"
+    assert processed == [0, 1, 2, 3, 4]
+    checkpoint = checkpoints.get(result.id)
+    assert checkpoint is not None
+    assert (checkpoint.status, checkpoint.cursor, checkpoint.interruptions) == ("interrupted", 5, 1)
+
+
+def test_interrupt_is_not_swallowed_by_except_exception(app: Celery) -> None:
+    swallowed: list[BaseException] = []
+
+    @app.task(base=ResumableTask, bind=True)
+    def job(self: Any) -> None:
+        try:
+            step("first", lambda: None)
+        except Exception as exc:  # noqa: BLE001 - the point of the test
+            swallowed.append(exc)
+        step("second", lambda: None)
+
+    with interrupt_after_step("first"):
+        result = job.apply()
+
+    assert result.state == "IGNORED"
+    assert swallowed == []
+
+
+def test_max_runtime_interrupts_after_progress(app: Celery, checkpoints: CheckpointStore) -> None:
+    @app.task(base=ResumableTask, bind=True, resumable_max_runtime=0.05)
+    def job(self: Any) -> int:
+        count = 0
+        for _ in iterate("loop", range(5)):
+            time.sleep(0.03)
+            count += 1
+        return count
+
+    runs = 0
+    task_id = None
+    while True:
+        runs += 1
+        result = job.apply(task_id=task_id)
+        task_id = result.id
+        if result.state == "SUCCESS":
+            break
+        assert result.state == "IGNORED"
+        assert runs < 10
+    checkpoint = checkpoints.get(task_id)
+    assert checkpoint is not None
+    assert checkpoint.interruptions == runs - 1 >= 2
+
+
+def test_a_run_whose_checkpoint_was_reset_stops_with_lease_lost(
+    app: Celery, checkpoints: CheckpointStore
+) -> None:
+    @app.task(base=ResumableTask, bind=True, resumable_checkpoint_interval=0)
+    def job(self: Any) -> None:
+        step("first", lambda: None)
+        checkpoints.reset(self.request.id)
+        step("second", lambda: None)
+
+    result = job.apply()
+
+    assert result.state == "IGNORED"
+    assert checkpoints.get(result.id) is None
+
+
+def test_a_task_without_steps_touches_no_database(tmp_path: Path) -> None:
+    app = Celery("nodb", broker="memory://")
+    app.conf.resumable_store_url = f"sqlite:///{tmp_path / 'missing' / 'dir' / 'x.sqlite3'}"
+
+    @app.task(base=ResumableTask, bind=True)
+    def plain(self: Any, x: int) -> int:
+        return x * 2
+
+    @app.task(base=ResumableTask, bind=True)
+    def stepped(self: Any, x: int) -> int:
+        return step("double", lambda: x * 2)
+
+    assert plain.apply(args=(21,)).result == 42
+    failed = stepped.apply(args=(21,))
+    assert failed.state == "FAILURE"
+    assert str(failed.result).startswith(f"task {failed.id}: could not create the table")
+
+
+def test_a_direct_call_runs_the_steps_without_storing(
+    app: Celery, checkpoints: CheckpointStore
+) -> None:
+    @app.task(base=ResumableTask, bind=True)
+    def job(self: Any, x: int) -> int:
+        half = step("half", lambda: x // 2)
+        return step_cursor("double", lambda cursor: half * 4)
+
+    assert job(10) == 20
+    assert checkpoints.list() == []
+
+
+def test_ack_settings_default_to_late_and_reject_on_worker_lost(app: Celery) -> None:
+    @app.task(base=ResumableTask, bind=True)
+    def job(self: Any) -> None:
+        pass
+
+    assert job.acks_late is True
+    assert job.reject_on_worker_lost is True
