@@ -18,7 +18,7 @@ import typing
 import uuid
 from collections.abc import Mapping, Sequence
 from decimal import Decimal, InvalidOperation
-from typing import Any
+from typing import Any, NoReturn
 
 from ._types import JSONValue
 from .errors import CursorDecodeError, CursorEncodeError
@@ -52,8 +52,13 @@ def _encode(value: object, path: str) -> JSONValue:
     if isinstance(value, uuid.UUID | Decimal):
         return str(value)
     if _PydanticModel is not None and isinstance(value, _PydanticModel):
-        dumped: JSONValue = value.model_dump(mode="json")
-        return dumped
+        try:
+            dumped = value.model_dump(mode="json")
+        except ValueError as exc:  # pydantic's serialization errors are ValueErrors
+            raise CursorEncodeError(
+                f"cannot store {path}: {type(value).__qualname__} cannot be dumped as JSON: {exc}"
+            ) from exc
+        return _encode(dumped, path)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
             field.name: _encode(getattr(value, field.name), f"{path}.{field.name}")
@@ -105,8 +110,10 @@ def _decode(data: JSONValue, target: Any, path: str) -> Any:
     if origin is typing.Union or origin is types.UnionType:
         return _decode_union(data, args, target, path)
     if origin is typing.Literal:
-        _expect(data in args, data, target, path)
-        return data
+        for choice in args:
+            if type(_encode(choice, path)) is type(data) and _encode(choice, path) == data:
+                return choice
+        _mismatch(data, target, path)
     if origin is not None:
         return _decode_generic(data, origin, args, target, path)
     if isinstance(target, type):
@@ -171,13 +178,19 @@ def _decode_class(data: Any, target: type, path: str) -> Any:
         _expect(isinstance(data, dict if target is dict else list), data, target, path)
         return data if target in (list, dict) else target(data)
     if issubclass(target, enum.Enum):
-        return target(data)
+        for member in target:
+            if _encode(member.value, path) == data:
+                return member
+        _mismatch(data, target, path)
     if target in (dt.datetime, dt.date, dt.time):
         _expect(isinstance(data, str), data, target, path)
         return target.fromisoformat(data)
     if target is uuid.UUID or target is Decimal:
         _expect(isinstance(data, str | int), data, target, path)
-        return target(str(data))
+        try:
+            return target(str(data))
+        except (ValueError, InvalidOperation):
+            _mismatch(data, target, path)
     if _PydanticModel is not None and issubclass(target, _PydanticModel):
         try:
             return target.model_validate(data)
@@ -193,7 +206,7 @@ def _decode_class(data: Any, target: type, path: str) -> Any:
 def _decode_dataclass(data: JSONValue, target: type, path: str) -> Any:
     _expect(isinstance(data, dict), data, target, path)
     assert isinstance(data, dict)
-    hints = typing.get_type_hints(target)
+    hints = _hints(target, f"the dataclass {target.__qualname__}")
     values = {}
     for field in dataclasses.fields(target):
         if not field.init:
@@ -210,7 +223,11 @@ def _decode_dataclass(data: JSONValue, target: type, path: str) -> Any:
 
 def _expect(ok: bool, data: JSONValue, target: Any, path: str) -> None:
     if not ok:
-        raise CursorDecodeError(f"cannot read {path} back as {_type_name(target)}: found {data!r}")
+        _mismatch(data, target, path)
+
+
+def _mismatch(data: JSONValue, target: Any, path: str) -> NoReturn:
+    raise CursorDecodeError(f"cannot read {path} back as {_type_name(target)}: found {data!r}")
 
 
 def _type_name(target: Any) -> str:

@@ -144,6 +144,7 @@ def test_step_finished_in_the_transaction_returns_its_result_when_skipped(
     @db_app.task(base=ResumableTask, bind=True)
     def load(self: Any) -> Any:
         attempts.append(1)
+
         def copy() -> dict[str, int]:
             runs.append("copy")
             with Session(engine) as session, session.begin():
