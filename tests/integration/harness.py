@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import selectors
@@ -101,10 +102,8 @@ class Worker:
         """SIGKILL the worker and its pool processes at once (a hard kill of the machine)."""
         children = _children(self.process.pid)
         for pid in [self.process.pid, *children]:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.process.wait(30)
         self.log.close()
 
@@ -244,10 +243,8 @@ class TcpProxy:
             pairs, self.pairs = self.pairs, []
         for client, server in pairs:
             for sock in (client, server):
-                try:
+                with contextlib.suppress(OSError):
                     sock.shutdown(socket.SHUT_RDWR)
-                except OSError:
-                    pass
                 sock.close()
 
     def restore(self) -> None:

@@ -13,7 +13,6 @@ from typing import TYPE_CHECKING, Any, Literal, Optional
 
 import pydantic
 import pytest
-from pydantic_core import PydanticSerializationError
 
 from celery_resumable._codec import decode, encode, first_parameter_type, return_type
 from celery_resumable.errors import CursorDecodeError, CursorEncodeError
