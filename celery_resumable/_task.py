@@ -8,7 +8,7 @@ from typing import Any
 from celery import Celery, Task
 from celery.exceptions import Ignore, Reject, Retry
 
-from . import _context, signals
+from . import _context, _worker, signals
 from ._config import ResumableConfig, config_for
 from ._context import AlreadyCompleted, LeaseBusy, Run, StoreUnavailable
 from ._store import CheckpointStore
@@ -63,6 +63,10 @@ class ResumableTask(Task):  # type: ignore[misc]
         request = self.request
         config = self.resumable_config
         task_id = None if request.called_directly else request.id
+        if task_id is not None and not request.is_eager and _worker.shutdown_requested():
+            # A delivery that reaches a stopping worker goes back untouched and uncounted.
+            logger.info("task %s[%s] received while stopping; re-queued", self.name, task_id)
+            self._requeue(None)
         run = Run(self, task_id, config, store_for(config) if task_id else None)
         token = _context.enter(run)
         try:

@@ -1,11 +1,118 @@
-"""Command line: ``celery resumable ...`` and ``celery-resumable demo``."""
+"""Command line: ``celery -A proj resumable ...`` and ``celery-resumable demo``."""
 
 from __future__ import annotations
 
+import json
+from typing import Any
 
-def main() -> None:
-    """Entry point of ``celery-resumable``."""
+import click
+
+from ._store import STATUSES, Checkpoint
+from ._task import checkpoint_store
+
+__all__ = ["main", "resumable"]
 
 
+@click.group(name="resumable")
 def resumable() -> None:
-    """Entry point of ``celery resumable``."""
+    """Inspect and manage the checkpoints of resumable tasks."""
+
+
+def _store(ctx: click.Context) -> Any:
+    app = getattr(ctx.obj, "app", None)
+    if app is None:
+        raise click.UsageError("run it as `celery -A proj resumable ...`")
+    return checkpoint_store(app)
+
+
+@resumable.command(name="list")
+@click.option("--status", type=click.Choice(STATUSES), multiple=True, help="Filter by status.")
+@click.option("--task", "task_name", help="Filter by task name.")
+@click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@click.pass_context
+def list_command(
+    ctx: click.Context, status: tuple[str, ...], task_name: str | None, limit: int
+) -> None:
+    """List checkpoints, most recently updated first."""
+    rows = _store(ctx).list(status=list(status) or None, task_name=task_name, limit=limit)
+    if not rows:
+        click.echo("no checkpoints")
+        return
+    click.echo(f"{'task id':36}  {'status':11}  {'step':16}  {'int':>3}  updated  task")
+    for row in rows:
+        step = row.current_step or (row.finished_steps[-1].name if row.finished_steps else "-")
+        click.echo(
+            f"{row.task_id:36}  {row.status:11}  {step[:16]:16}  {row.interruptions:>3}  "
+            f"{row.updated_at:%Y-%m-%d %H:%M:%S}  {row.task_name}"
+        )
+
+
+@resumable.command(name="show")
+@click.argument("task_id")
+@click.pass_context
+def show_command(ctx: click.Context, task_id: str) -> None:
+    """Print one checkpoint as JSON."""
+    checkpoint = _store(ctx).get(task_id)
+    if checkpoint is None:
+        raise click.ClickException(f"no checkpoint for task {task_id}")
+    click.echo(json.dumps(_as_json(checkpoint), indent=2))
+
+
+@resumable.command(name="reset")
+@click.argument("task_ids", nargs=-1, required=True)
+@click.pass_context
+def reset_command(ctx: click.Context, task_ids: tuple[str, ...]) -> None:
+    """Delete checkpoints so the tasks' next runs start over."""
+    store = _store(ctx)
+    for task_id in task_ids:
+        click.echo(f"{task_id}: {'reset' if store.reset(task_id) else 'no checkpoint'}")
+
+
+@resumable.command(name="purge")
+@click.option(
+    "--older-than", type=click.FloatRange(0), default=None,
+    help="Seconds since the last update (default: resumable_keep_completed).",
+)  # fmt: skip
+@click.option(
+    "--status", type=click.Choice(STATUSES), multiple=True,
+    help="Statuses to purge (default: completed).",
+)  # fmt: skip
+@click.pass_context
+def purge_command(ctx: click.Context, older_than: float | None, status: tuple[str, ...]) -> None:
+    """Delete old checkpoints."""
+    deleted = _store(ctx).purge(older_than=older_than, status=list(status) or "completed")
+    click.echo(f"purged {deleted} checkpoints")
+
+
+def _as_json(checkpoint: Checkpoint) -> dict[str, Any]:
+    return {
+        "task_id": checkpoint.task_id,
+        "task_name": checkpoint.task_name,
+        "status": checkpoint.status,
+        "finished_steps": [{"name": s.name, "result": s.result} for s in checkpoint.finished_steps],
+        "current_step": checkpoint.current_step,
+        "cursor": checkpoint.cursor,
+        "interruptions": checkpoint.interruptions,
+        "owner": checkpoint.owner,
+        "lease_expires_at": _time(checkpoint.lease_expires_at),
+        "created_at": _time(checkpoint.created_at),
+        "updated_at": _time(checkpoint.updated_at),
+    }
+
+
+def _time(value: Any) -> str | None:
+    return None if value is None else str(value.isoformat())
+
+
+@click.group()
+def main() -> None:
+    """celery-resumable: checkpointable Celery tasks."""
+
+
+@main.command()
+@click.option("--records", type=click.IntRange(10), default=400, show_default=True)
+def demo(records: int) -> None:
+    """Run a task through a deploy: SIGTERM a worker mid-task, finish it on a new one."""
+    from .demo import run
+
+    raise SystemExit(run(count=records, stop_after=min(150, records // 3)))

@@ -1,0 +1,199 @@
+"""The demo: a resumable task surviving a redeploy, on embedded defaults.
+
+``celery-resumable demo`` starts a real ``celery worker`` on a file-system broker with
+a SQLite checkpoint store, sends a task over a few hundred records, stops the worker
+with SIGTERM mid-way (a deploy), starts a second worker and shows that it finishes the
+task from where the first stopped. The module is also the Celery app the demo workers
+load (``celery -A celery_resumable.demo worker``).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import sqlalchemy as sa
+from celery import Celery
+
+from . import ResumableTask, checkpoint_store, iterate, step
+
+__all__ = ["app", "import_records", "run"]
+
+_DIRECTORY = Path(os.environ.get("CELERY_RESUMABLE_DEMO_DIR") or tempfile.gettempdir())
+_QUEUE = "resumable-demo"
+
+app = Celery("celery_resumable_demo")
+app.conf.update(
+    broker_url="filesystem://",
+    broker_transport_options={
+        "data_folder_in": str(_DIRECTORY / "broker"),
+        "data_folder_out": str(_DIRECTORY / "broker"),
+        "polling_interval": 0.1,
+    },
+    task_default_queue=_QUEUE,
+    resumable_store_url=f"sqlite:///{_DIRECTORY / 'checkpoints.sqlite3'}",
+    resumable_checkpoint_interval=1.0,
+    worker_prefetch_multiplier=1,
+    worker_hijack_root_logger=False,
+    broker_connection_retry_on_startup=True,
+)
+
+_records = sa.Table(
+    "demo_records",
+    sa.MetaData(),
+    sa.Column("id", sa.Integer, primary_key=True),
+    sa.Column("task_id", sa.String(64), nullable=False),
+    sa.Column("step", sa.String(32), nullable=False),
+    sa.Column("record", sa.Integer, nullable=True),
+    sa.Column("pid", sa.Integer, nullable=False),
+)
+
+
+def _engine() -> sa.Engine:
+    engine = sa.create_engine(f"sqlite:///{_DIRECTORY / 'records.sqlite3'}")
+    _records.metadata.create_all(engine)
+    return engine
+
+
+def _note(task_id: str, step_name: str, record: int | None = None) -> None:
+    with _engine().begin() as connection:
+        connection.execute(
+            _records.insert().values(
+                task_id=task_id, step=step_name, record=record, pid=os.getpid()
+            )
+        )
+
+
+@app.task(base=ResumableTask, bind=True)  # type: ignore[untyped-decorator]
+def import_records(self: Any, count: int, seconds_per_record: float) -> int:
+    """Download a batch of record ids, process each one, then report."""
+
+    def download() -> list[int]:
+        _note(self.request.id, "download")
+        time.sleep(0.5)
+        return list(range(count))
+
+    ids = step("download", download)
+    for record in iterate("process", ids):
+        time.sleep(seconds_per_record)
+        _note(self.request.id, "process", record)
+    step("report", _note, self.request.id, "report")
+    return len(ids)
+
+
+def run(count: int = 400, seconds_per_record: float = 0.01, stop_after: int = 150) -> int:
+    """Run the demo; return 0 when every record was processed exactly once."""
+    directory = Path(tempfile.mkdtemp(prefix="celery-resumable-demo-"))
+    (directory / "broker").mkdir()
+    env = {**os.environ, "CELERY_RESUMABLE_DEMO_DIR": str(directory)}
+    client = _client(directory)
+    store_url = f"sqlite:///{directory / 'checkpoints.sqlite3'}"
+    records = sa.create_engine(f"sqlite:///{directory / 'records.sqlite3'}")
+    _records.metadata.create_all(records)
+
+    def processed(task_id: str) -> list[int]:
+        with records.connect() as connection:
+            query = sa.select(_records.c.record).where(
+                _records.c.task_id == task_id, _records.c.step == "process"
+            )
+            return [row.record for row in connection.execute(query)]
+
+    def steps(task_id: str, name: str) -> int:
+        with records.connect() as connection:
+            query = sa.select(sa.func.count()).where(
+                _records.c.task_id == task_id, _records.c.step == name
+            )
+            return int(connection.execute(query).scalar_one())
+
+    print("celery-resumable demo: a task surviving a deploy")
+    print(f"  broker: file system, checkpoint store: SQLite, in {directory}")
+    started = time.monotonic()
+    first = _start_worker(directory, env, "worker-1")
+    task_id = client.send_task(
+        import_records.name, args=(count, seconds_per_record), queue=_QUEUE
+    ).id
+    print(f"sent import_records({count} records) as task {task_id}")
+    _wait(lambda: len(processed(task_id)) >= stop_after, 60, "the first worker to get going")
+    print(f"worker-1 has processed {len(processed(task_id))}/{count} records")
+
+    print("deploy: SIGTERM to worker-1")
+    signalled = time.monotonic()
+    first.send_signal(signal.SIGTERM)
+    first.wait(60)
+    checkpoint = checkpoint_store(_client_app(store_url)).get(task_id)
+    print(f"worker-1 exited after {time.monotonic() - signalled:.1f}s without finishing the task")
+    if checkpoint is not None:
+        print(
+            f"checkpoint: status={checkpoint.status}, finished steps="
+            f"{[s.name for s in checkpoint.finished_steps]}, step in progress="
+            f"{checkpoint.current_step!r} at cursor {checkpoint.cursor}, "
+            f"interruptions={checkpoint.interruptions}"
+        )
+
+    second = _start_worker(directory, env, "worker-2")
+    print("worker-2 started; it resumes the task from the checkpoint")
+    _wait(lambda: steps(task_id, "report") > 0, 120, "the task to finish")
+    second.send_signal(signal.SIGTERM)
+    second.wait(60)
+
+    counts = Counter(processed(task_id))
+    repeated = sum(counts.values()) - len(counts)
+    missing = count - len(counts)
+    print(
+        f"done in {time.monotonic() - started:.1f}s: {len(counts)}/{count} records processed, "
+        f"{repeated} twice, {missing} missing; 'download' ran {steps(task_id, 'download')} time(s)"
+    )
+    ok = missing == 0 and repeated <= 1 and steps(task_id, "download") == 1
+    print("OK: the task survived the deploy" if ok else "FAILED: see the worker logs")
+    print(f"worker logs: {directory / 'worker-1.log'}, {directory / 'worker-2.log'}")
+    return 0 if ok else 1
+
+
+def _client_app(store_url: str) -> Celery:
+    client = Celery("celery_resumable_demo_client")
+    client.conf.resumable_store_url = store_url
+    return client
+
+
+def _client(directory: Path) -> Celery:
+    client = Celery("celery_resumable_demo_client", broker="filesystem://")
+    client.conf.broker_transport_options = {
+        "data_folder_in": str(directory / "broker"),
+        "data_folder_out": str(directory / "broker"),
+    }
+    return client
+
+
+def _start_worker(directory: Path, env: dict[str, str], name: str) -> subprocess.Popen[bytes]:
+    log_path = directory / f"{name}.log"
+    command = [
+        sys.executable, "-m", "celery", "-A", "celery_resumable.demo", "worker",
+        "-P", "prefork", "-c", "1", "-Q", _QUEUE, "-n", f"{name}@%h", "--loglevel=INFO",
+        "--without-mingle", "--without-gossip", "--without-heartbeat",
+    ]  # fmt: skip
+    with open(log_path, "wb") as log:
+        process = subprocess.Popen(command, env=env, stdout=log, stderr=subprocess.STDOUT)
+    _wait(
+        lambda: b" ready." in log_path.read_bytes() or process.poll() is not None,
+        60,
+        f"{name} to start",
+    )
+    if process.poll() is not None:
+        raise SystemExit(f"{name} failed to start; see {log_path}")
+    print(f"{name} started (pid {process.pid})")
+    return process
+
+
+def _wait(check: Any, timeout: float, what: str) -> None:
+    deadline = time.monotonic() + timeout
+    while not check():
+        if time.monotonic() > deadline:
+            raise SystemExit(f"timed out waiting for {what}")
+        time.sleep(0.1)
