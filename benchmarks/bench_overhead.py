@@ -18,18 +18,18 @@ import gc
 import os
 import platform
 import statistics
-import sys
 import tempfile
 import time
 import tracemalloc
 import uuid
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import celery
 import sqlalchemy as sa
 from celery import Celery, Task
 
+import celery_resumable
 from celery_resumable import (
     ResumableTask,
     checkpoint_store,
@@ -39,6 +39,7 @@ from celery_resumable import (
     step_cursor,
 )
 
+DESCRIPTION = "Measure what celery-resumable costs next to plain Celery."
 BACKENDS = {"sqlite": "SQLite", "postgresql": "PostgreSQL", "mysql": "MySQL", "mariadb": "MariaDB"}
 
 
@@ -178,6 +179,16 @@ def run_task(task: Task, args: Sequence[Any], expected: int) -> None:
         raise RuntimeError(f"{task.name} ended {result.state} with {result.result!r}")
 
 
+def runner(task: Task, args: Sequence[Any], expected: int, times: int = 1) -> Callable[[], None]:
+    """A function running ``task`` ``times`` times, each under a new task id."""
+
+    def run() -> None:
+        for _ in range(times):
+            run_task(task, args, expected)
+
+    return run
+
+
 def best_seconds(run: Callable[[], None], repeat: int) -> float:
     """The shortest of ``repeat`` timings of ``run()``."""
     timings = []
@@ -210,10 +221,17 @@ class StoreTraffic:
 
     statements: int = 0
     commits: int = 0
+    checkouts: int = 0
+
+    def __str__(self) -> str:
+        return (
+            f"{self.statements} SQL statements, {self.commits} commits, "
+            f"{self.checkouts} pool checkouts per run"
+        )
 
 
 def store_traffic(tasks: BenchTasks, run: Callable[[], None]) -> StoreTraffic:
-    """Count the SQL statements and commits ``run()`` made on the store (untimed)."""
+    """Count what ``run()`` sent to the store: statements, commits, pool checkouts (untimed)."""
     engine = checkpoint_store(tasks.app).engine
     traffic = StoreTraffic()
 
@@ -223,13 +241,21 @@ def store_traffic(tasks: BenchTasks, run: Callable[[], None]) -> StoreTraffic:
     def on_commit(*_: Any) -> None:
         traffic.commits += 1
 
-    sa.event.listen(engine, "before_cursor_execute", on_statement)
-    sa.event.listen(engine, "commit", on_commit)
+    def on_checkout(*_: Any) -> None:
+        traffic.checkouts += 1
+
+    listeners = (
+        ("before_cursor_execute", on_statement),
+        ("commit", on_commit),
+        ("checkout", on_checkout),
+    )
+    for event, listener in listeners:
+        sa.event.listen(engine, event, listener)
     try:
         run()
     finally:
-        sa.event.remove(engine, "before_cursor_execute", on_statement)
-        sa.event.remove(engine, "commit", on_commit)
+        for event, listener in listeners:
+            sa.event.remove(engine, event, listener)
     return traffic
 
 
@@ -283,14 +309,15 @@ def print_table(title: str, rows: Sequence[Sequence[str]], notes: Sequence[str] 
 def loop_cost(tasks: BenchTasks, items: int, repeat: int) -> None:
     """(a) Per-item cost of a long loop; the default interval writes almost never."""
     expected = loop_result(items)
-    plain = best_seconds(lambda: run_task(tasks.plain_loop, (items,), expected), repeat)
+    plain = best_seconds(runner(tasks.plain_loop, (items,), expected), repeat)
     rows: list[list[str]] = []
     notes: list[str] = []
     for label, task in (("iterate()", tasks.iterate_loop), ("set_cursor()", tasks.cursor_loop)):
-        resumable = best_seconds(lambda task=task: run_task(task, (items,), expected), repeat)
-        rows.append([f"{label}: total", seconds(plain), seconds(resumable)])
-        rows[-1].append(extra_seconds(plain, resumable))
+        resumable = best_seconds(runner(task, (items,), expected), repeat)
         per_plain, per_resumable = plain / items, resumable / items
+        rows.append(
+            [f"{label}: total", seconds(plain), seconds(resumable), extra_seconds(plain, resumable)]
+        )
         rows.append(
             [
                 f"{label}: per item",
@@ -299,15 +326,14 @@ def loop_cost(tasks: BenchTasks, items: int, repeat: int) -> None:
                 f"+{seconds(per_resumable - per_plain)}",
             ]
         )
-        traffic = store_traffic(tasks, lambda task=task: run_task(task, (items,), expected))
-        notes.append(
-            f"{label}: {traffic.statements} SQL statements in {traffic.commits} commits per run"
-        )
+        traffic = store_traffic(tasks, runner(task, (items,), expected))
+        notes.append(f"{label}: {traffic}")
+    notes.append("the per-item figures include the fixed cost of a run (table c)")
     print_table(
         f"(a) Loop of {items:,} items, resumable_checkpoint_interval=5.0 (default), "
         f"{tasks.label}, best of {repeat}",
         rows,
-        [*notes, "per-item figures include the fixed cost of a run (table c) over the items"],
+        notes,
     )
 
 
@@ -317,95 +343,105 @@ def write_cost(stores: Sequence[BenchTasks], items: int, repeat: int) -> None:
     rows: list[list[str]] = []
     notes: list[str] = []
     for tasks in stores:
-        plain = best_seconds(lambda: run_task(tasks.plain_loop, (items,), expected), repeat)
+        plain = best_seconds(runner(tasks.plain_loop, (items,), expected), repeat)
         cases = (
             ("iterate()", tasks.iterate_every_boundary),
             ("set_cursor()", tasks.cursor_every_boundary),
         )
         for label, task in cases:
-            traffic = store_traffic(tasks, lambda task=task: run_task(task, (items,), expected))
-            resumable = best_seconds(lambda task=task: run_task(task, (items,), expected), repeat)
-            rate = traffic.commits / resumable
+            resumable = best_seconds(runner(task, (items,), expected), repeat)
+            traffic = store_traffic(tasks, runner(task, (items,), expected))
             rows.append(
                 [
                     f"{label}, {tasks.label}",
                     seconds(plain),
-                    f"{seconds(resumable)}, {rate:,.0f} writes/s",
+                    f"{seconds(resumable)}, {traffic.commits / resumable:,.0f} writes/s",
                     f"+{seconds((resumable - plain) / items)}/item",
                 ]
             )
-            notes.append(
-                f"{label}, {tasks.label}: {traffic.commits} commits "
-                f"({traffic.statements} SQL statements) per run"
-            )
+            notes.append(f"{label}, {tasks.label}: {traffic}")
+    notes.append(
+        "writes/s: the run's commits (claim, one per item, step end, completed) per second"
+    )
     print_table(
         f"(b) Loop of {items:,} items, resumable_checkpoint_interval=0 "
         f"(a write at every boundary), best of {repeat}",
         rows,
-        [*notes, "writes/s counts every commit of the run: the claim, one per item, "
-         "the step end and the completed mark"],
+        notes,
     )
 
 
 def run_cost(stores: Sequence[BenchTasks], runs: int, repeat: int) -> None:
     """(c) The fixed cost of a run: claim the row, run three small steps, mark it completed."""
-
-    def many(task: Task) -> Callable[[], None]:
-        def run() -> None:
-            for _ in range(runs):
-                run_task(task, (), STEPS_RESULT)
-
-        return run
-
     rows: list[list[str]] = []
     notes: list[str] = []
     for tasks in stores:
-        plain = best_seconds(many(tasks.plain_steps), repeat) / runs
+        plain = best_seconds(runner(tasks.plain_steps, (), STEPS_RESULT, runs), repeat) / runs
         cases = (
             ("interval 5.0", tasks.resumable_steps),
             ("interval 0", tasks.steps_every_boundary),
         )
         for label, task in cases:
-            resumable = best_seconds(many(task), repeat) / runs
+            resumable = best_seconds(runner(task, (), STEPS_RESULT, runs), repeat) / runs
             case = f"3 steps, {label}, {tasks.label}"
-            rows.append([case, seconds(plain), seconds(resumable)])
-            rows[-1].append(extra_seconds(plain, resumable))
-            traffic = store_traffic(tasks, lambda task=task: run_task(task, (), STEPS_RESULT))
-            notes.append(
-                f"{case}: {traffic.statements} SQL statements in {traffic.commits} commits per run"
-            )
+            rows.append([case, seconds(plain), seconds(resumable), extra_seconds(plain, resumable)])
+            traffic = store_traffic(tasks, runner(task, (), STEPS_RESULT))
+            notes.append(f"{case}: {traffic}")
     print_table(f"(c) Fixed cost per task run, mean of {runs} runs, best of {repeat}", rows, notes)
 
 
 def memory_cost(tasks: BenchTasks, items: int, repeat: int) -> None:
-    """(d) Peak memory of the long loop under tracemalloc."""
-    expected = loop_result(items)
-    plain = peak_bytes(lambda: run_task(tasks.plain_loop, (items,), expected), repeat)
+    """(d) Peak memory of the long loop under tracemalloc, and of a loop 100 times shorter."""
     rows = []
-    for label, task in (("iterate()", tasks.iterate_loop), ("set_cursor()", tasks.cursor_loop)):
-        resumable = peak_bytes(lambda task=task: run_task(task, (items,), expected), repeat)
-        rows.append(
-            [f"{label}, {items:,} items", kib(plain), kib(resumable), f"+{kib(resumable - plain)}"]
-        )
+    for count in sorted({max(items // 100, 1), items}):
+        expected = loop_result(count)
+        plain = peak_bytes(runner(tasks.plain_loop, (count,), expected), repeat)
+        cases = (("iterate()", tasks.iterate_loop), ("set_cursor()", tasks.cursor_loop))
+        for label, task in cases:
+            resumable = peak_bytes(runner(task, (count,), expected), repeat)
+            rows.append(
+                [
+                    f"{label}, {count:,} items",
+                    kib(plain),
+                    kib(resumable),
+                    f"+{kib(resumable - plain)}",
+                ]
+            )
     print_table(
         f"(d) Peak memory of the loop (tracemalloc), {tasks.label}, median of {repeat}",
         rows,
-        ["the peak of one task.apply(): Celery's request and result included"],
+        ["the peak of one task.apply(), Celery's request and result included"],
     )
 
 
 # -- main ------------------------------------------------------------------------------
 
 
+def positive(text: str) -> int:
+    """An argparse type: a whole number above zero."""
+    value = int(text)
+    if value < 1:
+        raise argparse.ArgumentTypeError(f"must be 1 or more, not {value}")
+    return value
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Read the command line."""
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--items", type=int, default=200_000, help="items of the long loop")
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
+    parser.add_argument("--items", type=positive, default=200_000, help="items of the long loop")
     parser.add_argument(
-        "--write-items", type=int, default=2_000, help="items of the loop writing every boundary"
+        "--write-items",
+        type=positive,
+        default=2_000,
+        help="items of the loop that writes at every boundary",
     )
-    parser.add_argument("--runs", type=int, default=300, help="task runs for the fixed cost")
-    parser.add_argument("--repeat", type=int, default=5, help="repetitions of each measurement")
+    parser.add_argument("--runs", type=positive, default=300, help="task runs for the fixed cost")
+    parser.add_argument(
+        "--repeat",
+        type=positive,
+        default=5,
+        help="repetitions of the loop timing (the other tables use at most 3)",
+    )
     parser.add_argument(
         "--store",
         help="SQLAlchemy URL of the checkpoint store (default: SQLite in a temporary directory)",
@@ -413,12 +449,12 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     return parser.parse_args(argv)
 
 
-def stores_for(store: str | None, directory: str) -> Iterator[str]:
+def stores_for(store: str | None, directory: str) -> list[str]:
     """The store URLs to measure: SQLite first, then ``store`` when it is another database."""
-    is_sqlite = store is not None and sa.engine.make_url(store).get_backend_name() == "sqlite"
-    yield store if store is not None and is_sqlite else f"sqlite:///{directory}/bench.sqlite3"
-    if store is not None and not is_sqlite:
-        yield store
+    if store is not None and sa.engine.make_url(store).get_backend_name() == "sqlite":
+        return [store]
+    temporary = f"sqlite:///{directory}/bench.sqlite3"
+    return [temporary] if store is None else [temporary, store]
 
 
 def warm_up(tasks: BenchTasks) -> None:
@@ -435,20 +471,31 @@ def warm_up(tasks: BenchTasks) -> None:
         run_task(task, (), STEPS_RESULT)
 
 
+def drop_table(tasks: BenchTasks) -> None:
+    """Drop the benchmark's own checkpoint table and close the store's connections."""
+    store = checkpoint_store(tasks.app)
+    store.table.drop(store.engine, checkfirst=True)
+    store.engine.dispose()
+
+
 def main(argv: Sequence[str] | None = None) -> None:
     """Print the four tables."""
     args = parse_args(argv)
     started = time.perf_counter()
-    print(
-        f"celery-resumable overhead: Python {platform.python_version()}, celery "
-        f"{celery.__version__}, SQLAlchemy {sa.__version__}, {os.cpu_count()} CPUs, "
-        f"{platform.system()} {platform.machine()}"
-    )
-    print()
     table_name = f"bench_checkpoints_{uuid.uuid4().hex[:8]}"
     with tempfile.TemporaryDirectory(prefix="celery-resumable-bench-") as directory:
         stores = [build_tasks(url, table_name) for url in stores_for(args.store, directory)]
-        main_store = stores[-1] if args.store is not None else stores[0]
+        main_store = stores[-1]
+        print(
+            f"celery-resumable {celery_resumable.__version__} against celery "
+            f"{celery.__version__}: Python {platform.python_version()}, SQLAlchemy "
+            f"{sa.__version__}, {platform.system()} {platform.machine()}, "
+            f"{os.cpu_count()} CPUs"
+        )
+        for tasks in stores:
+            url = sa.engine.make_url(tasks.url).render_as_string(hide_password=True)
+            print(f"store {tasks.label}: {url}, table {table_name}")
+        print()
         try:
             for tasks in stores:
                 warm_up(tasks)
@@ -458,11 +505,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             memory_cost(main_store, args.items, min(args.repeat, 3))
         finally:
             for tasks in stores:
-                store = checkpoint_store(tasks.app)
-                store.table.drop(store.engine, checkfirst=True)
-                store.engine.dispose()
+                drop_table(tasks)
     print(f"total time {time.perf_counter() - started:.1f} s")
 
 
 if __name__ == "__main__":
-    sys.exit(main())
+    main()

@@ -80,6 +80,8 @@ class ResumableTask(Task):  # type: ignore[misc]
             logger.info(
                 "task %s[%s] is running elsewhere; deferred %.1fs", self.name, task_id, busy.wait
             )
+            if request.is_eager:
+                raise Ignore() from None
             self._requeue(busy.wait)
         except StoreUnavailable as unavailable:
             logger.error("task %s[%s] deferred: %s", self.name, task_id, unavailable.error)
