@@ -273,15 +273,25 @@ def seconds(value: float) -> str:
     return f"{value / 1e-9:.3g} ns"
 
 
+def added_seconds(value: float) -> str:
+    """A difference of durations with its sign."""
+    return f"{'+' if value >= 0 else '-'}{seconds(abs(value))}"
+
+
 def extra_seconds(plain: float, resumable: float) -> str:
     """The added time, and the factor when the plain time is not zero."""
     factor = f" ({resumable / plain:.1f}x)" if plain > 0 else ""
-    return f"+{seconds(resumable - plain)}{factor}"
+    return f"{added_seconds(resumable - plain)}{factor}"
 
 
 def kib(value: float) -> str:
     """A number of bytes in KiB."""
     return f"{value / 1024:,.1f} KiB"
+
+
+def added_kib(value: float) -> str:
+    """A difference of bytes in KiB with its sign."""
+    return f"{'+' if value >= 0 else '-'}{kib(abs(value))}"
 
 
 def print_table(title: str, rows: Sequence[Sequence[str]], notes: Sequence[str] = ()) -> None:
@@ -325,7 +335,7 @@ def loop_cost(tasks: BenchTasks, items: int, repeat: int) -> None:
                 f"{label}: per item",
                 seconds(per_plain),
                 seconds(per_resumable),
-                f"+{seconds(per_resumable - per_plain)}",
+                added_seconds(per_resumable - per_plain),
             ]
         )
         traffic = store_traffic(tasks, runner(task, (items,), expected))
@@ -358,7 +368,7 @@ def write_cost(stores: Sequence[BenchTasks], items: int, repeat: int) -> None:
                     f"{label}, {tasks.label}",
                     seconds(plain),
                     f"{seconds(resumable)}, {traffic.commits / resumable:,.0f} writes/s",
-                    f"+{seconds((resumable - plain) / items)}/item",
+                    f"{added_seconds((resumable - plain) / items)}/item",
                 ]
             )
             notes.append(f"{label}, {tasks.label}: {traffic}")
@@ -406,7 +416,7 @@ def memory_cost(tasks: BenchTasks, items: int, repeat: int) -> None:
                     f"{label}, {count:,} items",
                     kib(plain),
                     kib(resumable),
-                    f"+{kib(resumable - plain)}",
+                    added_kib(resumable - plain),
                 ]
             )
     print_table(
