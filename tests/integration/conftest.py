@@ -29,10 +29,11 @@ def deploy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Deploymen
         store: str | None = None,
         settings: dict[str, Any] | None = None,
         events: str | None = None,
+        backend: str | None = None,
     ) -> Deployment:
         require(broker)
         url = store or f"sqlite:///{tmp_path / 'store.sqlite3'}"
-        deployment = Deployment(tmp_path, BROKERS[broker], url, settings, events)
+        deployment = Deployment(tmp_path, BROKERS[broker], url, settings, events, backend)
         made.append(deployment)
         return deployment
 

@@ -126,6 +126,7 @@ class Deployment:
         store: str,
         settings: dict[str, Any] | None = None,
         events: str | None = None,
+        backend: str | None = None,
     ) -> None:
         self.directory = directory
         self.broker = broker
@@ -137,9 +138,11 @@ class Deployment:
             "RESUMABLE_TEST_STORE": store,
             "RESUMABLE_TEST_EVENTS": events or store,
             "RESUMABLE_TEST_SETTINGS": json.dumps(settings or {}),
+            "RESUMABLE_TEST_BACKEND": backend or "",
         }
         self.workers: list[Worker] = []
-        self.client = Celery("resumable_test_client", broker=broker)
+        self.client = Celery("resumable_test_client", broker=broker, backend=backend)
+        self.client.conf.task_default_queue = self.queue
         self.client.conf.update(
             broker_transport_options=(settings or {}).get("broker_transport_options", {})
         )

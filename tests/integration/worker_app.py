@@ -21,6 +21,7 @@ from celery_resumable import ResumableTask, iterate, set_step_cursor_tx, step, s
 app = Celery("resumable_tests")
 app.conf.update(
     broker_url=os.environ.get("RESUMABLE_TEST_BROKER", "redis://127.0.0.1:6379/15"),
+    result_backend=os.environ.get("RESUMABLE_TEST_BACKEND") or None,
     task_default_queue=os.environ.get("RESUMABLE_TEST_QUEUE", "resumable-tests"),
     resumable_store_url=os.environ.get("RESUMABLE_TEST_STORE", "sqlite:///test.sqlite3"),
     resumable_checkpoint_interval=0.5,
@@ -84,6 +85,13 @@ def three_steps(self: Any, count: int, delay: float) -> int:
         record(self, "item", item)
     step("finish", record, self, "finish")
     return count
+
+
+@app.task(bind=True)
+def collect(self: Any, results: Any, tag: str) -> None:
+    """A plain task at the end of a chain or chord: records the results it received."""
+    values = results if isinstance(results, list) else [results]
+    record(self, f"collect-{tag}", sum(values))
 
 
 @app.task(base=ResumableTask, bind=True)
