@@ -35,10 +35,14 @@ _SCALARS = (str, int, bool)
 
 def encode(value: object, what: str = "value") -> JSONValue:
     """Return ``value`` as plain JSON; raise CursorEncodeError naming ``what`` and the type."""
-    return _encode(value, what)
+    try:
+        return _encode(value, None)
+    except CursorEncodeError:
+        # Paths are built only to report an error: encode again, naming where it failed.
+        return _encode(value, what)
 
 
-def _encode(value: object, path: str) -> JSONValue:
+def _encode(value: object, path: str | None) -> JSONValue:
     if value is None or isinstance(value, _SCALARS):
         return value
     if isinstance(value, float):
@@ -61,13 +65,15 @@ def _encode(value: object, path: str) -> JSONValue:
         return _encode(dumped, path)
     if dataclasses.is_dataclass(value) and not isinstance(value, type):
         return {
-            field.name: _encode(getattr(value, field.name), f"{path}.{field.name}")
+            field.name: _encode(getattr(value, field.name), path and f"{path}.{field.name}")
             for field in dataclasses.fields(value)
         }
     if isinstance(value, list | tuple):
+        if path is None:
+            return [_encode(item, None) for item in value]
         return [_encode(item, f"{path}[{index}]") for index, item in enumerate(value)]
     if isinstance(value, set | frozenset):
-        items = [_encode(item, f"{path}[]") for item in value]
+        items = [_encode(item, path and f"{path}[]") for item in value]
         try:
             return sorted(items)  # type: ignore[type-var]
         except TypeError:
@@ -80,7 +86,7 @@ def _encode(value: object, path: str) -> JSONValue:
                     f"cannot store {path}: dict key {key!r} of type "
                     f"{type(key).__qualname__} is not a string"
                 )
-            encoded[key] = _encode(item, f"{path}[{key!r}]")
+            encoded[key] = _encode(item, path and f"{path}[{key!r}]")
         return encoded
     raise CursorEncodeError(
         f"cannot store {path}: a value of type {type(value).__qualname__} is not JSON; "

@@ -104,6 +104,7 @@ class Run:
         self.finished: list[FinishedStep] = []
         self.in_progress: tuple[str, JSONValue] | None = None
         self.active: str | None = None
+        self.cursor_label = ""  # how errors name the running step's cursor
         self.abandoned: str | None = None
         self.position = 0
         self.seen: set[str] = set()
@@ -184,6 +185,7 @@ class Run:
                 raise StepMismatchError(self.task_id or "?", recorded, name)
         self.in_progress = (name, cursor)
         self.active = name
+        self.cursor_label = f"the cursor of step {name!r}"
         self._send(signals.step_started, step=name, cursor=cursor)
         self.boundary("step_start")
         return StepStart(skipped=False, cursor=cursor)

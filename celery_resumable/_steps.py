@@ -79,7 +79,7 @@ def set_cursor(value: object) -> None:
     run = current_run("set_cursor")
     if run.active is None:
         raise NotInStepError("set_cursor")
-    run.set_cursor(encode(value, f"the cursor of step {run.active!r}"))
+    run.set_cursor(encode(value, run.cursor_label))
 
 
 @overload
@@ -118,7 +118,7 @@ def iterate(name: str, source: Any, /, *, cursor_type: Any = None) -> Iterator[A
             cursor = _decode_cursor(name, start.cursor, target)
             for position, item in source(cursor):
                 yield item
-                run.set_cursor(encode(position, f"the cursor of step {name!r}"))
+                run.set_cursor(encode(position, run.cursor_label))
         else:
             done = _count_cursor(name, start.cursor)
             for item in itertools.islice(source, done, None):

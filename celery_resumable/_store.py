@@ -161,6 +161,67 @@ def _safe_url(url: str) -> str:
         return "<invalid url>"
 
 
+class _Statements:
+    """The statements a run executes, built once per store: SQLAlchemy caches their SQL."""
+
+    def __init__(self, table: sa.Table) -> None:
+        self.table = table
+        c = table.c
+        by_id = c.task_id == sa.bindparam("p_task_id")
+        fenced = sa.and_(by_id, c.owner == sa.bindparam("p_owner"))
+        self.select = sa.select(table).where(by_id)
+        self.take = (
+            sa.update(table)
+            .where(
+                by_id,
+                c.status != "completed",
+                sa.or_(c.owner.is_(None), c.lease_expires_at < sa.bindparam("p_now")),
+            )
+            .values(
+                owner=sa.bindparam("p_owner"),
+                lease_expires_at=sa.bindparam("p_expires"),
+                status="running",
+                updated_at=sa.bindparam("p_now"),
+            )
+        )
+        self.save = (
+            sa.update(table)
+            .where(fenced)
+            .values(
+                status=sa.bindparam("p_status"),
+                finished_steps=sa.bindparam("p_finished"),
+                current_step=sa.bindparam("p_current"),
+                cursor=sa.bindparam("p_cursor"),
+                interruptions=sa.bindparam("p_interruptions"),
+                owner=sa.bindparam("p_new_owner"),
+                lease_expires_at=sa.bindparam("p_expires"),
+                updated_at=sa.bindparam("p_now"),
+            )
+        )
+        self.renew = (
+            sa.update(table).where(fenced).values(lease_expires_at=sa.bindparam("p_expires"))
+        )
+        self.release = sa.update(table).where(fenced).values(owner=None, lease_expires_at=None)
+        self._inserts: dict[str, sa.Executable] = {}
+
+    def insert_if_absent(self, dialect: str) -> sa.Executable:
+        """An INSERT that does nothing when the task's row exists, in ``dialect``'s SQL."""
+        statement = self._inserts.get(dialect)
+        if statement is None:
+            if dialect == "postgresql":
+                statement = postgresql.insert(self.table).on_conflict_do_nothing()
+            elif dialect == "sqlite":
+                statement = sqlite.insert(self.table).on_conflict_do_nothing()
+            elif dialect in ("mysql", "mariadb"):
+                statement = mysql.insert(self.table).prefix_with("IGNORE")
+            else:
+                raise CheckpointStoreError(
+                    f"unsupported database {dialect!r}; use SQLite, PostgreSQL or MySQL/MariaDB"
+                )
+            self._inserts[dialect] = statement
+        return statement
+
+
 class CheckpointStore:
     """Reads and writes checkpoints in one SQL table.
 
@@ -184,6 +245,7 @@ class CheckpointStore:
         self._ready = False
         self._last_purge = 0.0
         self._password = _password_of(url)
+        self._statements = _Statements(self.table)
 
     def __repr__(self) -> str:
         return f"CheckpointStore({_safe_url(self.url)!r}, table={self.table_name!r})"
@@ -255,27 +317,32 @@ class CheckpointStore:
     def claim(self, task_id: str, task_name: str, owner: str, lease_seconds: float) -> Claim:
         """Take the lease of ``task_id`` unless a live run holds it or the task completed."""
         now = _utcnow()
-        table = self.table
-        take = (
-            sa.update(table)
-            .where(
-                table.c.task_id == task_id,
-                table.c.status != "completed",
-                sa.or_(table.c.owner.is_(None), table.c.lease_expires_at < now),
-            )
-            .values(
-                owner=owner,
-                lease_expires_at=now + dt.timedelta(seconds=lease_seconds),
-                status="running",
-                updated_at=now,
-            )
-        )
+        statements = self._statements
         with self._begin(task_id, "claim the task in") as connection:
-            connection.execute(self._insert_if_absent(connection, task_id, task_name, now))
-            claimed = connection.execute(take).rowcount == 1
-            row = connection.execute(sa.select(table).where(table.c.task_id == task_id))
+            connection.execute(
+                statements.insert_if_absent(connection.dialect.name),
+                {
+                    "task_id": task_id,
+                    "task_name": task_name,
+                    "status": "running",
+                    "finished_steps": [],
+                    "interruptions": 0,
+                    "created_at": now,
+                    "updated_at": now,
+                },
+            )
+            taken = connection.execute(
+                statements.take,
+                {
+                    "p_task_id": task_id,
+                    "p_now": now,
+                    "p_owner": owner,
+                    "p_expires": now + dt.timedelta(seconds=lease_seconds),
+                },
+            )
+            row = connection.execute(statements.select, {"p_task_id": task_id})
             checkpoint = _checkpoint(row.mappings().one())
-        return Claim(checkpoint, claimed)
+        return Claim(checkpoint, taken.rowcount == 1)
 
     def save(
         self,
@@ -294,72 +361,53 @@ class CheckpointStore:
         """
         now = _utcnow()
         keep = lease_seconds is not None
-        query = self._fenced(task_id, owner).values(
-            status=status,
-            finished_steps=[{"name": s.name, "result": s.result} for s in state.finished],
-            current_step=state.current_step,
-            cursor=state.cursor,
-            interruptions=state.interruptions,
-            owner=owner if keep else None,
-            lease_expires_at=now + dt.timedelta(seconds=lease_seconds) if keep else None,  # type: ignore[arg-type]
-            updated_at=now,
-        )
+        expires = None if lease_seconds is None else now + dt.timedelta(seconds=lease_seconds)
+        params = {
+            "p_task_id": task_id,
+            "p_owner": owner,
+            "p_status": status,
+            "p_finished": [{"name": s.name, "result": s.result} for s in state.finished],
+            "p_current": state.current_step,
+            "p_cursor": state.cursor,
+            "p_interruptions": state.interruptions,
+            "p_new_owner": owner if keep else None,
+            "p_expires": expires,
+            "p_now": now,
+        }
+        query = self._statements.save
         if connection is not None:
-            return bool(connection.execute(query).rowcount == 1)
+            return bool(connection.execute(query, params).rowcount == 1)
         with self._begin(task_id, "save to") as own:
-            saved = own.execute(query).rowcount == 1
+            saved = own.execute(query, params).rowcount == 1
         if status == "completed":
             self._maybe_purge()
         return saved
 
     def renew(self, task_id: str, owner: str, lease_seconds: float) -> bool:
         """Extend the lease of ``owner``; False when another run took it."""
-        expires = _utcnow() + dt.timedelta(seconds=lease_seconds)
-        query = self._fenced(task_id, owner).values(lease_expires_at=expires)
+        params = {
+            "p_task_id": task_id,
+            "p_owner": owner,
+            "p_expires": _utcnow() + dt.timedelta(seconds=lease_seconds),
+        }
         with self._begin(task_id, "renew the lease in") as connection:
-            return bool(connection.execute(query).rowcount == 1)
+            return bool(connection.execute(self._statements.renew, params).rowcount == 1)
 
     def release(self, task_id: str, owner: str) -> bool:
         """Give up the lease of ``owner`` without changing progress."""
-        query = self._fenced(task_id, owner).values(owner=None, lease_expires_at=None)
+        params = {"p_task_id": task_id, "p_owner": owner}
         with self._begin(task_id, "release the lease in") as connection:
-            return bool(connection.execute(query).rowcount == 1)
+            return bool(connection.execute(self._statements.release, params).rowcount == 1)
 
     def exists_in(self, connection: Connection, task_id: str) -> bool:
         """Whether ``connection``'s database has this table with a row for ``task_id``."""
         if not sa.inspect(connection).has_table(self.table_name):
             return False
-        query = sa.select(self.table.c.task_id).where(self.table.c.task_id == task_id)
-        return connection.execute(query).first() is not None
+        return (
+            connection.execute(self._statements.select, {"p_task_id": task_id}).first() is not None
+        )
 
     # -- plumbing ------------------------------------------------------------------
-
-    def _fenced(self, task_id: str, owner: str) -> sa.Update:
-        table = self.table
-        return sa.update(table).where(table.c.task_id == task_id, table.c.owner == owner)
-
-    def _insert_if_absent(
-        self, connection: Connection, task_id: str, task_name: str, now: dt.datetime
-    ) -> sa.Executable:
-        values = {
-            "task_id": task_id,
-            "task_name": task_name,
-            "status": "running",
-            "finished_steps": [],
-            "interruptions": 0,
-            "created_at": now,
-            "updated_at": now,
-        }
-        dialect = connection.dialect.name
-        if dialect == "postgresql":
-            return postgresql.insert(self.table).values(values).on_conflict_do_nothing()
-        if dialect == "sqlite":
-            return sqlite.insert(self.table).values(values).on_conflict_do_nothing()
-        if dialect in ("mysql", "mariadb"):
-            return mysql.insert(self.table).values(values).prefix_with("IGNORE")
-        raise CheckpointStoreError(
-            f"unsupported database {dialect!r}; use SQLite, PostgreSQL or MySQL/MariaDB"
-        )
 
     def _maybe_purge(self) -> None:
         now = time.monotonic()
