@@ -230,3 +230,23 @@ def test_ack_settings_default_to_late_and_reject_on_worker_lost(app: Celery) -> 
 
     assert job.acks_late is True
     assert job.reject_on_worker_lost is True
+
+
+def test_the_lease_is_renewed_through_a_long_step_without_boundaries(
+    app: Celery, checkpoints: CheckpointStore
+) -> None:
+    claims: list[bool] = []
+
+    @app.task(base=ResumableTask, bind=True, resumable_lease_seconds=0.3)
+    def job(self: Any) -> None:
+        def long_call() -> None:
+            time.sleep(1.0)  # three lease lengths without a boundary
+            claim = checkpoints.claim(self.request.id, self.name, "intruder", 60)
+            claims.append(claim.claimed)
+
+        step("long", long_call)
+
+    result = job.apply()
+
+    assert result.state == "SUCCESS"
+    assert claims == [False]
