@@ -238,6 +238,14 @@ class Run:
 
     def boundary(self, kind: Boundary) -> None:
         """Stop if the run must stop; write the checkpoint if the interval has passed."""
+        self.check_stop(kind)
+        if self.dirty and self.interval is not None:
+            now = time.monotonic()
+            if now - self.last_write >= self.interval:
+                self._periodic_write(now)
+
+    def check_stop(self, kind: Boundary) -> None:
+        """Raise TaskInterrupted if the run must stop here, LeaseLostError if it lost its lease."""
         if self.lease_lost:
             raise LeaseLostError(self.task_id or "?")
         if _worker.shutdown_requested():
@@ -247,10 +255,6 @@ class Run:
         for hook in interrupt_hooks:
             if hook(self, kind):
                 raise TaskInterrupted("requested")
-        if self.dirty and self.interval is not None:
-            now = time.monotonic()
-            if now - self.last_write >= self.interval:
-                self._periodic_write(now)
 
     def _periodic_write(self, now: float) -> None:
         try:

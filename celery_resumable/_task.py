@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import logging
-from typing import Any
+from typing import Any, NoReturn
 
 from celery import Celery, Task
 from celery.exceptions import Ignore, Reject, Retry
@@ -11,7 +11,7 @@ from celery.exceptions import Ignore, Reject, Retry
 from . import _context, _worker, signals
 from ._config import ResumableConfig, config_for
 from ._context import AlreadyCompleted, LeaseBusy, Run, StoreUnavailable
-from ._store import CheckpointStore
+from ._store import CheckpointStore, Status
 from .errors import (
     CheckpointStoreError,
     LeaseLostError,
@@ -96,13 +96,11 @@ class ResumableTask(Task):  # type: ignore[misc]
         except BaseException:
             self._save_quietly(run, "failed")
             raise
-        else:
-            self._on_success(run)
-            return result
         finally:
             run.close()
             _context.leave(token)
-        raise AssertionError("unreachable")  # pragma: no cover
+        self._on_success(run)
+        return result
 
     def retry(self, *args: Any, exc: BaseException | None = None, **kwargs: Any) -> Any:
         """Celery's ``retry``, saving the checkpoint first so the retry resumes from it.
@@ -127,10 +125,10 @@ class ResumableTask(Task):  # type: ignore[misc]
             # The work is done; a late duplicate would resume from the last write.
             logger.error("could not mark the checkpoint completed: %s", exc)
 
-    def _on_interrupt(self, run: Run, stop: TaskInterrupted) -> None:
+    def _on_interrupt(self, run: Run, stop: TaskInterrupted) -> NoReturn:
         run.interruptions += 1
-        limit = run_limit = self.resumable_config.max_interruptions
-        if run.interruptions > run_limit:
+        limit = self.resumable_config.max_interruptions
+        if run.interruptions > limit:
             error = TooManyInterruptionsError(run.task_id or "?", run.interruptions, limit)
             self._save_quietly(run, "failed")
             raise error from None
@@ -162,7 +160,7 @@ class ResumableTask(Task):  # type: ignore[misc]
             raise Ignore()
         self._requeue(None)
 
-    def _requeue(self, countdown: float | None) -> None:
+    def _requeue(self, countdown: float | None) -> NoReturn:
         """Publish this request again under the same id and retry count, then end this run."""
         request = self.request
         signature = self.signature_from_request(
@@ -175,9 +173,9 @@ class ResumableTask(Task):  # type: ignore[misc]
             raise Reject(exc, requeue=True) from None
         raise Ignore()
 
-    def _save_quietly(self, run: Run, status: str) -> None:
+    def _save_quietly(self, run: Run, status: Status) -> None:
         try:
-            run.write(status, release=True, attempts=2)  # type: ignore[arg-type]
+            run.write(status, release=True, attempts=2)
         except (CheckpointStoreError, LeaseLostError) as exc:
             logger.error("could not save the checkpoint: %s", exc)
 

@@ -10,11 +10,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.orm import Session
 
-from . import _worker
 from ._codec import encode
 from ._context import Run, current_run
 from ._store import FinishedStep, State
-from .errors import CheckpointStoreError, LeaseLostError, NotInStepError, TaskInterrupted
+from .errors import CheckpointStoreError, LeaseLostError, NotInStepError
 
 __all__ = ["set_step_cursor_tx", "set_step_tx"]
 
@@ -64,8 +63,7 @@ def _running_step(function: str) -> tuple[Run, str]:
     if run.active is None:
         raise NotInStepError(function)
     # Stopping here rolls the caller's transaction back: its work is redone, never lost.
-    if _worker.shutdown_requested():
-        raise TaskInterrupted("shutdown")
+    run.check_stop("cursor")
     run.unconfirmed = False  # code went on after the last commit, so it succeeded
     return run, run.active
 

@@ -26,6 +26,7 @@ from celery_resumable.errors import (
     NotInResumableTaskError,
     NotInStepError,
 )
+from celery_resumable.testing import interrupt_at_cursor
 from tests.conftest import drop_table
 
 
@@ -233,3 +234,36 @@ def test_something_else_than_a_connection_is_a_type_error(db_app: Celery) -> Non
 def test_store_in_tx_tests_is_the_same_database(store_url: str, db_app: Celery) -> None:
     store: CheckpointStore = checkpoint_store(db_app)
     assert store.url == store_url
+
+
+def test_a_stop_at_a_tx_write_rolls_the_batch_back_and_the_next_run_redoes_it(
+    db_app: Celery, rows: tuple[sa.Engine, sa.Table]
+) -> None:
+    engine, table = rows
+    starts: list[int] = []
+
+    @db_app.task(base=ResumableTask, bind=True)
+    def load(self: Any) -> None:
+        def batches(cursor: int | None) -> None:
+            for first in range(cursor or 0, 30, 10):
+                starts.append(first)
+                with engine.begin() as connection:
+                    connection.execute(
+                        table.insert(), [{"item": i} for i in range(first, first + 10)]
+                    )
+                    set_step_cursor_tx(connection, first + 10)
+
+        step_cursor("batches", batches)
+
+    # Given a run stopped at its second transactional cursor write
+    with interrupt_at_cursor("batches", 2):
+        first = load.apply()
+    assert first.state == "IGNORED"
+    assert count(engine, table) == 10
+
+    # When it resumes
+    assert load.apply(task_id=first.id).state == "SUCCESS"
+
+    # Then the rolled-back batch was redone and every row exists once
+    assert starts == [0, 10, 10, 20]
+    assert count(engine, table) == 30
