@@ -12,7 +12,8 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal
 
 from . import _worker, signals
-from ._store import CheckpointStore, FinishedStep, State, Status
+from ._records import FinishedStep, State, Status
+from ._store import CheckpointStore
 from ._types import JSONValue
 from .errors import (
     CheckpointStoreError,

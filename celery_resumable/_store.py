@@ -7,79 +7,26 @@ token: an UPDATE that matches no row means another run holds the task.
 from __future__ import annotations
 
 import contextlib
-import dataclasses
 import datetime as dt
 import logging
-import os
-import threading
 import time
 from collections.abc import Iterator, Sequence
-from typing import Any, Literal
+from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from ._types import JSONValue
+from ._engines import engine_for, password_of, safe_url
+from ._records import STATUSES, Checkpoint, Claim, FinishedStep, State, Status
 from .errors import CheckpointStoreError
 
 __all__ = ["Checkpoint", "CheckpointStore", "Claim", "FinishedStep", "State", "Status"]
 
 logger = logging.getLogger("celery_resumable.store")
 
-Status = Literal["running", "interrupted", "failed", "completed"]
-STATUSES: tuple[Status, ...] = ("running", "interrupted", "failed", "completed")
-
 _PURGE_EVERY = 600.0
-
-
-@dataclasses.dataclass(frozen=True)
-class FinishedStep:
-    """A step that finished, with its result as stored JSON."""
-
-    name: str
-    result: JSONValue
-
-
-@dataclasses.dataclass(frozen=True)
-class State:
-    """What a run writes: the finished steps and the step in progress with its cursor."""
-
-    finished: tuple[FinishedStep, ...]
-    current_step: str | None
-    cursor: JSONValue
-    interruptions: int
-
-
-@dataclasses.dataclass(frozen=True)
-class Checkpoint:
-    """One row of the checkpoint table."""
-
-    task_id: str
-    task_name: str
-    status: Status
-    finished_steps: tuple[FinishedStep, ...]
-    current_step: str | None
-    cursor: JSONValue
-    interruptions: int
-    owner: str | None
-    lease_expires_at: dt.datetime | None
-    created_at: dt.datetime
-    updated_at: dt.datetime
-
-    @property
-    def state(self) -> State:
-        """The progress part of the row."""
-        return State(self.finished_steps, self.current_step, self.cursor, self.interruptions)
-
-
-@dataclasses.dataclass(frozen=True)
-class Claim:
-    """The outcome of trying to take a task's lease: the row, and whether it is ours."""
-
-    checkpoint: Checkpoint
-    claimed: bool
 
 
 def _utcnow() -> dt.datetime:
@@ -111,54 +58,6 @@ def _table(name: str) -> sa.Table:
         sa.Column("updated_at", _TIME, nullable=False),
         sa.Index(f"ix_{name}_status_updated", "status", "updated_at"),
     )
-
-
-# Engines are per process: a forked prefork child must not reuse its parent's sockets.
-_engines: dict[str, Engine] = {}
-_engines_lock = threading.Lock()
-
-
-def _forget_engines_after_fork() -> None:
-    for engine in _engines.values():
-        engine.dispose(close=False)
-
-
-os.register_at_fork(after_in_child=_forget_engines_after_fork)
-
-
-def engine_for(url: str) -> Engine:
-    """Return this process's engine for ``url``, creating it on first use."""
-    with _engines_lock:
-        engine = _engines.get(url)
-        if engine is None:
-            engine = _create_engine(url)
-            _engines[url] = engine
-        return engine
-
-
-def _create_engine(url: str) -> Engine:
-    parsed = sa.engine.make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        engine = sa.create_engine(parsed, connect_args={"timeout": 30.0})
-        sa.event.listen(engine, "connect", _sqlite_pragmas)
-        return engine
-    return sa.create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=8)
-
-
-def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
-    cursor = dbapi_connection.cursor()
-    try:
-        cursor.execute("PRAGMA journal_mode=WAL")
-        cursor.execute("PRAGMA synchronous=NORMAL")
-    finally:
-        cursor.close()
-
-
-def _safe_url(url: str) -> str:
-    try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
-    except Exception:  # noqa: BLE001 - an unparsable URL is reported as such
-        return "<invalid url>"
 
 
 class _Statements:
@@ -244,11 +143,11 @@ class CheckpointStore:
         self.keep_completed = keep_completed
         self._ready = False
         self._last_purge = 0.0
-        self._password = _password_of(url)
+        self._password = password_of(url)
         self._statements = _Statements(self.table)
 
     def __repr__(self) -> str:
-        return f"CheckpointStore({_safe_url(self.url)!r}, table={self.table_name!r})"
+        return f"CheckpointStore({safe_url(self.url)!r}, table={self.table_name!r})"
 
     @property
     def engine(self) -> Engine:
@@ -260,9 +159,9 @@ class CheckpointStore:
 
     def get(self, task_id: str) -> Checkpoint | None:
         """Return the checkpoint of ``task_id``, or None when there is none."""
-        query = sa.select(self.table).where(self.table.c.task_id == task_id)
         with self._begin(task_id, "read from") as connection:
-            row = connection.execute(query).mappings().first()
+            result = connection.execute(self._statements.select, {"p_task_id": task_id})
+            row = result.mappings().first()
         return None if row is None else _checkpoint(row)
 
     def list(
@@ -452,7 +351,7 @@ class CheckpointStore:
             if self._password:
                 detail = detail.replace(self._password, "***")
             raise CheckpointStoreError(
-                f"could not {action} the checkpoint store {_safe_url(self.url)} "
+                f"could not {action} the checkpoint store {safe_url(self.url)} "
                 f"(table {self.table_name!r}): {detail}",
                 task_id,
             ) from None
@@ -463,14 +362,6 @@ def _describe(exc: BaseException) -> str:
     text = str(original if original is not None else exc).strip()
     first_line = text.splitlines()[0] if text else type(exc).__name__
     return f"{type(original or exc).__name__}: {first_line}"[:500]
-
-
-def _password_of(url: str) -> str | None:
-    try:
-        password = sa.engine.make_url(url).password
-    except Exception:  # noqa: BLE001 - an unparsable URL fails later with a clear error
-        return None
-    return str(password) if password else None
 
 
 def _check_statuses(statuses: Sequence[str]) -> None:

@@ -11,7 +11,8 @@ from celery.exceptions import Ignore, Reject, Retry
 from . import _context, _worker, signals
 from ._config import ResumableConfig, config_for
 from ._context import AlreadyCompleted, LeaseBusy, Run, StoreUnavailable
-from ._store import CheckpointStore, Status
+from ._records import Status
+from ._store import CheckpointStore
 from .errors import (
     CheckpointStoreError,
     LeaseLostError,

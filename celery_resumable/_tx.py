@@ -12,7 +12,7 @@ from sqlalchemy.orm import Session
 
 from ._codec import encode
 from ._context import Run, current_run
-from ._store import FinishedStep, State
+from ._records import FinishedStep, State
 from .errors import CheckpointStoreError, LeaseLostError, NotInStepError
 
 __all__ = ["set_step_cursor_tx", "set_step_tx"]

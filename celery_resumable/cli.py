@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from ._store import STATUSES, Checkpoint
+from ._records import STATUSES, Checkpoint
 from ._task import checkpoint_store
 
 __all__ = ["main", "resumable"]

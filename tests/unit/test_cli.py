@@ -11,7 +11,7 @@ from pathlib import Path
 import pytest
 
 from celery_resumable import CheckpointStore
-from celery_resumable._store import State
+from celery_resumable._records import State
 
 ROOT = Path(__file__).resolve().parents[2]
 

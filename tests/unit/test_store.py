@@ -8,7 +8,7 @@ import uuid
 import pytest
 
 from celery_resumable import CheckpointStore, FinishedStep
-from celery_resumable._store import State
+from celery_resumable._records import State
 from celery_resumable.errors import CheckpointStoreError
 
 
