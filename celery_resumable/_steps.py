@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterable, Iterator
 from typing import Any, ParamSpec, TypeVar, overload
 
 from ._codec import decode, encode, first_parameter_type, return_type
-from ._context import current_run
+from ._context import Run, current_run
 from .errors import CursorDecodeError, NotInStepError
 
 __all__ = ["iterate", "set_cursor", "step", "step_cursor"]
@@ -27,18 +27,7 @@ def step(name: str, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) ->
     NotInResumableTaskError, CursorEncodeError (result not storable) and
     CursorDecodeError (stored result not readable as the annotation).
     """
-    run = current_run("step")
-    start = run.begin(name)
-    if start.skipped:
-        return _stored_result(name, fn, start.result)  # type: ignore[no-any-return]
-    try:
-        result = fn(*args, **kwargs)
-        encoded = encode(result, f"the result of step {name!r}")
-    except BaseException:
-        run.abort(name)
-        raise
-    run.finish(name, encoded)
-    return result
+    return _run_step(current_run("step"), name, fn, lambda _cursor: fn(*args, **kwargs))
 
 
 def step_cursor(name: str, fn: Callable[[Any], T], /, *, cursor_type: Any = None) -> T:
@@ -50,17 +39,16 @@ def step_cursor(name: str, fn: Callable[[Any], T], /, *, cursor_type: Any = None
     Raises what ``step`` raises.
     """
     run = current_run("step_cursor")
-    target = (
-        cursor_type
-        if cursor_type is not None
-        else first_parameter_type(fn, f"the function of step {name!r}")
-    )
+    target = _cursor_type(fn, cursor_type, f"the function of step {name!r}")
+    return _run_step(run, name, fn, lambda cursor: fn(_decode_cursor(name, cursor, target)))
+
+
+def _run_step(run: Run, name: str, fn: Callable[..., T], call: Callable[[Any], T]) -> T:
     start = run.begin(name)
     if start.skipped:
         return _stored_result(name, fn, start.result)  # type: ignore[no-any-return]
     try:
-        cursor = _decode_cursor(name, start.cursor, target)
-        result = fn(cursor)
+        result = call(start.cursor)
         encoded = encode(result, f"the result of step {name!r}")
     except BaseException:
         run.abort(name)
@@ -103,13 +91,9 @@ def iterate(name: str, source: Any, /, *, cursor_type: Any = None) -> Iterator[A
     """
     run = current_run("iterate")
     by_cursor = callable(source) and not isinstance(source, Iterable)
-    target = None
-    if by_cursor:
-        target = (
-            cursor_type
-            if cursor_type is not None
-            else first_parameter_type(source, f"the source of step {name!r}")
-        )
+    target = (
+        _cursor_type(source, cursor_type, f"the source of step {name!r}") if by_cursor else None
+    )
     start = run.begin(name)
     if start.skipped:
         return
@@ -134,6 +118,10 @@ def iterate(name: str, source: Any, /, *, cursor_type: Any = None) -> Iterator[A
 def _stored_result(name: str, fn: Callable[..., Any], stored: Any) -> Any:
     target = return_type(fn, f"the function of step {name!r}")
     return decode(stored, target, f"the stored result of step {name!r}")
+
+
+def _cursor_type(fn: Callable[..., Any], explicit: Any, what: str) -> Any:
+    return explicit if explicit is not None else first_parameter_type(fn, what)
 
 
 def _decode_cursor(name: str, cursor: Any, target: Any) -> Any:

@@ -23,6 +23,17 @@ from celery import Celery
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.integration.worker_app"
 
+# Settings for hard-kill tests: short leases, and Redis returning unacknowledged
+# messages after three seconds instead of an hour.
+HARD_KILL_SETTINGS: dict[str, Any] = {
+    "resumable_lease_seconds": 3.0,
+    "broker_transport_options": {
+        "visibility_timeout": 3,
+        "unacked_restore_interval": 1,
+        "unacked_restore_throttle": 1,
+    },
+}
+
 
 def wait_for(check: Callable[[], Any], timeout: float, what: str, every: float = 0.1) -> Any:
     """Poll ``check`` until it returns something truthy; fail naming ``what`` after ``timeout``."""

@@ -10,7 +10,7 @@ import pytest
 
 from celery_resumable import CheckpointStore
 from tests.integration.conftest import DeploymentFactory
-from tests.integration.harness import Deployment, wait_for
+from tests.integration.harness import HARD_KILL_SETTINGS, Deployment, wait_for
 
 COUNT = 300
 DELAY = 0.02
@@ -92,15 +92,7 @@ def test_hard_kill_resumes_from_the_last_periodic_write(
     interval = 0.5
     deployment = deploy(
         broker,
-        settings={
-            "resumable_checkpoint_interval": interval,
-            "resumable_lease_seconds": 3.0,
-            "broker_transport_options": {
-                "visibility_timeout": 3,
-                "unacked_restore_interval": 1,
-                "unacked_restore_throttle": 1,
-            },
-        },
+        settings={**HARD_KILL_SETTINGS, "resumable_checkpoint_interval": interval},
     )
     first = deployment.start_worker()
     task_id = deployment.send("three_steps", COUNT, DELAY)

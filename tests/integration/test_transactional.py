@@ -10,7 +10,7 @@ import sqlalchemy as sa
 from celery_resumable import CheckpointStore
 from tests.conftest import drop_table
 from tests.integration.conftest import DeploymentFactory
-from tests.integration.harness import wait_for
+from tests.integration.harness import HARD_KILL_SETTINGS, wait_for
 from tests.services import MYSQL_URL, POSTGRES_URL, require
 
 COUNT = 200
@@ -35,15 +35,7 @@ def test_hard_kill_after_commit_resumes_exactly_after_it(
     deployment = deploy(
         "redis",
         store=database,
-        settings={
-            "resumable_checkpoint_interval": None,
-            "resumable_lease_seconds": 3.0,
-            "broker_transport_options": {
-                "visibility_timeout": 3,
-                "unacked_restore_interval": 1,
-                "unacked_restore_throttle": 1,
-            },
-        },
+        settings={**HARD_KILL_SETTINGS, "resumable_checkpoint_interval": None},
     )
     first = deployment.start_worker()
     task_id = deployment.send("transactional", COUNT, BATCH, 0.2)
