@@ -56,14 +56,14 @@ _records = sa.Table(
 )
 
 
-def _engine() -> sa.Engine:
-    engine = sa.create_engine(f"sqlite:///{_DIRECTORY / 'records.sqlite3'}")
-    _records.metadata.create_all(engine)
-    return engine
+_engine: sa.Engine | None = None
 
 
 def _note(task_id: str, step_name: str, record: int | None = None) -> None:
-    with _engine().begin() as connection:
+    global _engine
+    if _engine is None:  # the table is created by run() before the workers start
+        _engine = sa.create_engine(f"sqlite:///{_DIRECTORY / 'records.sqlite3'}")
+    with _engine.begin() as connection:
         connection.execute(
             _records.insert().values(
                 task_id=task_id, step=step_name, record=record, pid=os.getpid()

@@ -53,12 +53,11 @@ _engine: sa.Engine | None = None
 
 
 def engine() -> sa.Engine:
-    """The engine of the events and rows tables."""
+    """The engine of the events and rows tables (created by the test before the workers)."""
     global _engine
     if _engine is None:
         url = os.environ.get("RESUMABLE_TEST_EVENTS") or app.conf.resumable_store_url
         _engine = sa.create_engine(url)
-        metadata.create_all(_engine)
     return _engine
 
 
