@@ -125,8 +125,9 @@ class LeaseKeeper:
     def _loop(self) -> None:
         while True:
             with self._lock:
-                next_due = min(self._due.values(), default=time.monotonic() + 1.0)
-            self._wake.wait(max(next_due - time.monotonic(), 0.0))
+                next_due = min(self._due.values(), default=None)
+            # With no run to renew, sleep until add() wakes the thread.
+            self._wake.wait(None if next_due is None else max(next_due - time.monotonic(), 0.0))
             self._wake.clear()
             now = time.monotonic()
             with self._lock:

@@ -13,7 +13,6 @@ from celery import Celery
 from sqlalchemy.orm import Session
 
 from celery_resumable import (
-    CheckpointStore,
     ResumableTask,
     checkpoint_store,
     set_step_cursor_tx,
@@ -229,11 +228,6 @@ def test_something_else_than_a_connection_is_a_type_error(db_app: Celery) -> Non
     result = job.apply()
     assert isinstance(result.result, TypeError)
     assert "expected a SQLAlchemy Connection or Session, not str" in str(result.result)
-
-
-def test_store_in_tx_tests_is_the_same_database(store_url: str, db_app: Celery) -> None:
-    store: CheckpointStore = checkpoint_store(db_app)
-    assert store.url == store_url
 
 
 def test_a_stop_at_a_tx_write_rolls_the_batch_back_and_the_next_run_redoes_it(
