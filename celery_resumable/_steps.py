@@ -14,7 +14,6 @@ __all__ = ["iterate", "set_cursor", "step", "step_cursor"]
 
 P = ParamSpec("P")
 T = TypeVar("T")
-C = TypeVar("C")
 
 
 def step(name: str, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
