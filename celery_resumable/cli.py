@@ -38,12 +38,18 @@ def list_command(
     if not rows:
         click.echo("no checkpoints")
         return
-    click.echo(f"{'task id':36}  {'status':11}  {'step':16}  {'int':>3}  updated  task")
+    click.echo(
+        f"{'task id':36}  {'status':11}  {'step':16}  {'cursor':24}  {'int':>3}  "
+        f"{'updated (UTC)':19}  task"
+    )
     for row in rows:
         step = row.current_step or (row.finished_steps[-1].name if row.finished_steps else "-")
+        cursor = "-" if row.cursor is None else json.dumps(row.cursor)
+        if len(cursor) > 24:
+            cursor = cursor[:23] + "…"
         click.echo(
-            f"{row.task_id:36}  {row.status:11}  {step[:16]:16}  {row.interruptions:>3}  "
-            f"{row.updated_at:%Y-%m-%d %H:%M:%S}  {row.task_name}"
+            f"{row.task_id:36}  {row.status:11}  {step[:16]:16}  {cursor:24}  "
+            f"{row.interruptions:>3}  {row.updated_at:%Y-%m-%d %H:%M:%S}  {row.task_name}"
         )
 
 

@@ -44,6 +44,7 @@ def test_list_show_reset_and_purge(store_path: str) -> None:
     assert listed.returncode == 0, listed.stderr
     assert "task-running" in listed.stdout
     assert "process" in listed.stdout
+    assert '{"last_id": 7}' in listed.stdout
     assert "task-done" not in listed.stdout
 
     shown = celery(store_path, "show", "task-running")
