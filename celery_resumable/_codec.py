@@ -117,7 +117,8 @@ def _decode(data: JSONValue, target: Any, path: str) -> Any:
         return _decode_union(data, args, target, path)
     if origin is typing.Literal:
         for choice in args:
-            if type(_encode(choice, path)) is type(data) and _encode(choice, path) == data:
+            stored = _encode(choice, path)
+            if type(stored) is type(data) and stored == data:
                 return choice
         _mismatch(data, target, path)
     if origin is not None:
