@@ -75,6 +75,11 @@ class StepStart:
     cursor: JSONValue = None
 
 
+def running() -> Run | None:
+    """The run of the resumable task executing here, if any."""
+    return _current.get()
+
+
 def current_run(function: str) -> Run:
     """Return the run of the resumable task executing here; raise when there is none."""
     run = _current.get()

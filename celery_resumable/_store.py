@@ -10,6 +10,7 @@ import contextlib
 import datetime as dt
 import logging
 import time
+import weakref
 from collections.abc import Iterator, Sequence
 from typing import Any
 
@@ -145,6 +146,8 @@ class CheckpointStore:
         self._last_purge = 0.0
         self._password = password_of(url)
         self._statements = _Statements(self.table)
+        # Engines of callers' connections whose database was seen to hold the table.
+        self._tables_seen: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()
 
     def __repr__(self) -> str:
         return f"CheckpointStore({safe_url(self.url)!r}, table={self.table_name!r})"
@@ -251,13 +254,48 @@ class CheckpointStore:
         *,
         status: Status = "running",
         lease_seconds: float | None = None,
-        connection: Connection | None = None,
     ) -> bool:
         """Write ``state`` if ``owner`` still holds the lease; False when it does not.
 
-        With ``lease_seconds`` the lease is extended; without, it is released. With
-        ``connection`` the statement runs in the caller's transaction.
+        With ``lease_seconds`` the lease is extended; without, it is released.
         """
+        params = self._save_params(task_id, owner, state, status, lease_seconds)
+        with self._begin(task_id, "save to") as connection:
+            saved = connection.execute(self._statements.save, params).rowcount == 1
+        if status == "completed":
+            self._maybe_purge()
+        return saved
+
+    def save_in_transaction(
+        self, connection: Connection, task_id: str, owner: str, state: State, lease_seconds: float
+    ) -> bool:
+        """Write ``state`` through the caller's ``connection``, in its open transaction.
+
+        False when ``owner`` no longer holds the lease. Raises CheckpointStoreError when
+        the connection's database has no checkpoint table holding the task.
+        """
+        action = "write the checkpoint through the given connection to"
+        with self._errors(task_id, action):
+            engine = connection.engine
+            if engine not in self._tables_seen:
+                if not self._holds(connection, task_id):
+                    raise self._not_here(task_id)
+                self._tables_seen[engine] = True
+            params = self._save_params(task_id, owner, state, "running", lease_seconds)
+            if connection.execute(self._statements.save, params).rowcount == 1:
+                return True
+            if not self._holds(connection, task_id):
+                raise self._not_here(task_id)
+            return False
+
+    def _save_params(
+        self,
+        task_id: str,
+        owner: str,
+        state: State,
+        status: Status,
+        lease_seconds: float | None,
+    ) -> dict[str, Any]:
         now = _utcnow()
         keep = lease_seconds is not None
         expires = None if lease_seconds is None else now + dt.timedelta(seconds=lease_seconds)
@@ -273,14 +311,7 @@ class CheckpointStore:
             "p_expires": expires,
             "p_now": now,
         }
-        query = self._statements.save
-        if connection is not None:
-            return bool(connection.execute(query, params).rowcount == 1)
-        with self._begin(task_id, "save to") as own:
-            saved = own.execute(query, params).rowcount == 1
-        if status == "completed":
-            self._maybe_purge()
-        return saved
+        return params
 
     def renew(self, task_id: str, owner: str, lease_seconds: float) -> bool:
         """Extend the lease of ``owner``; False when another run took it."""
@@ -298,7 +329,15 @@ class CheckpointStore:
         with self._begin(task_id, "release the lease in") as connection:
             return bool(connection.execute(self._statements.release, params).rowcount == 1)
 
-    def exists_in(self, connection: Connection, task_id: str) -> bool:
+    def _not_here(self, task_id: str) -> CheckpointStoreError:
+        return CheckpointStoreError(
+            f"the database of the given connection has no checkpoint table "
+            f"{self.table_name!r} holding this task; the _tx functions need the checkpoint "
+            "table in the same database as your data (point resumable_store_url at it)",
+            task_id,
+        )
+
+    def _holds(self, connection: Connection, task_id: str) -> bool:
         """Whether ``connection``'s database has this table with a row for ``task_id``."""
         if not sa.inspect(connection).has_table(self.table_name):
             return False

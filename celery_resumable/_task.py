@@ -110,7 +110,7 @@ class ResumableTask(Task):  # type: ignore[misc]
         """
         if isinstance(exc, StepMismatchError | LeaseLostError):
             raise exc
-        run = _context._current.get()
+        run = _context.running()
         if run is not None and run.task is self:
             self._save_quietly(run, "failed")
         return super().retry(*args, exc=exc, **kwargs)

@@ -7,17 +7,15 @@ import weakref
 from collections.abc import Callable
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection
 from sqlalchemy.orm import Session
 
 from ._codec import encode
 from ._context import Run, current_run
 from ._records import FinishedStep, State
-from .errors import CheckpointStoreError, LeaseLostError, NotInStepError
+from .errors import LeaseLostError, NotInStepError
 
 __all__ = ["set_step_cursor_tx", "set_step_tx"]
-
-_tables_seen: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()
 
 
 def set_step_tx(conn: Connection | Session, result: object = None) -> None:
@@ -83,22 +81,7 @@ def _write(run: Run, conn: Connection | Session, state: State, apply: Callable[[
         return  # a direct call: nothing is persisted, like every other write
     run.ensure_loaded()
     task_id = run.task_id
-    engine = connection.engine
-    with store._errors(task_id, "write the checkpoint through the given connection to"):
-        if engine not in _tables_seen:
-            if not store.exists_in(connection, task_id):
-                raise _not_here(store.table_name, task_id)
-            _tables_seen[engine] = True
-        saved = store.save(
-            task_id,
-            run.owner,
-            state,
-            lease_seconds=run.lease_seconds,
-            connection=connection,
-        )
-        if not saved and not store.exists_in(connection, task_id):
-            raise _not_here(store.table_name, task_id)
-    if not saved:
+    if not store.save_in_transaction(connection, task_id, run.owner, state, run.lease_seconds):
         run.lease_lost = True
         raise LeaseLostError(task_id)
     run.tx_writes += 1
@@ -139,12 +122,3 @@ def _rolled_back(connection: Connection) -> None:
     callbacks = _pending.get(connection)
     if callbacks:
         callbacks.clear()
-
-
-def _not_here(table_name: str, task_id: str) -> CheckpointStoreError:
-    return CheckpointStoreError(
-        f"the database of the given connection has no checkpoint table {table_name!r} "
-        "holding this task; the _tx functions need the checkpoint table in the same "
-        "database as your data (point resumable_store_url at it)",
-        task_id,
-    )
