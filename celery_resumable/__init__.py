@@ -11,8 +11,8 @@ from __future__ import annotations
 from ._config import ResumableConfig
 from ._records import Checkpoint, FinishedStep
 from ._steps import iterate, set_cursor, step, step_cursor
-from ._store import CheckpointStore
-from ._task import ResumableTask, checkpoint_store
+from ._store import CheckpointStore, checkpoint_store
+from ._task import ResumableTask
 from ._tx import set_step_cursor_tx, set_step_tx
 
 __all__ = [

@@ -14,6 +14,8 @@ from typing import Any
 
 from celery import Celery
 
+from ._statements import check_table_name
+
 __all__ = ["DEFAULTS", "ResumableConfig", "config_for"]
 
 DEFAULTS: dict[str, Any] = {
@@ -25,6 +27,7 @@ DEFAULTS: dict[str, Any] = {
     "resumable_max_interruptions": 100,
     "resumable_keep_completed": 604800.0,
     "resumable_create_tables": True,
+    "resumable_store_wait": 300.0,
 }
 
 _CACHE_ATTRIBUTE = "_resumable_config"
@@ -42,19 +45,21 @@ class ResumableConfig:
     max_interruptions: int
     keep_completed: float
     create_tables: bool
+    store_wait: float
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> ResumableConfig:
         """Build and validate a config; raise ValueError naming a bad setting."""
         return cls(
             store_url=_text(values, "resumable_store_url"),
-            table_name=_text(values, "resumable_table_name"),
+            table_name=_table_name(values, "resumable_table_name"),
             checkpoint_interval=_seconds(values, "resumable_checkpoint_interval", True, True),
             max_runtime=_seconds(values, "resumable_max_runtime", True, False),
             lease_seconds=_seconds(values, "resumable_lease_seconds", False, False),  # type: ignore[arg-type]
             max_interruptions=_count(values, "resumable_max_interruptions"),
             keep_completed=_seconds(values, "resumable_keep_completed", False, True),  # type: ignore[arg-type]
             create_tables=_flag(values, "resumable_create_tables"),
+            store_wait=_seconds(values, "resumable_store_wait", False, True),  # type: ignore[arg-type]
         )
 
 
@@ -84,6 +89,10 @@ def _text(values: dict[str, Any], name: str) -> str:
     if not isinstance(value, str) or not value:
         raise ValueError(f"{name} must be a non-empty string, not {value!r}")
     return value
+
+
+def _table_name(values: dict[str, Any], name: str) -> str:
+    return check_table_name(_text(values, name))
 
 
 def _seconds(values: dict[str, Any], name: str, allow_none: bool, allow_zero: bool) -> float | None:

@@ -7,9 +7,17 @@ import threading
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.engine import Engine
+from sqlalchemy.engine import URL, Engine
 
-__all__ = ["engine_for", "password_of", "safe_url"]
+__all__ = ["STATEMENT_TIMEOUT", "engine_for", "safe_url", "secrets_of"]
+
+# Store statements are small: one that waits longer than this is stuck (a lock held by
+# another transaction, a half-open connection) and fails instead of starving the others.
+STATEMENT_TIMEOUT = 10.0
+CONNECT_TIMEOUT = 5.0
+
+# Query-string parameters of a URL whose value is a secret.
+_SECRET_PARAMETERS = frozenset({"password", "passwd", "pwd", "sslpassword", "secret", "token"})
 
 # Engines are per process: a forked prefork child must not reuse its parent's sockets.
 _engines: dict[str, Engine] = {}
@@ -36,11 +44,33 @@ def engine_for(url: str) -> Engine:
 
 def _create_engine(url: str) -> Engine:
     parsed = sa.engine.make_url(url)
-    if parsed.get_backend_name() == "sqlite":
-        engine = sa.create_engine(parsed, connect_args={"timeout": 30.0})
+    backend = parsed.get_backend_name()
+    if backend == "sqlite":
+        engine = sa.create_engine(parsed, connect_args={"timeout": STATEMENT_TIMEOUT})
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
-    return sa.create_engine(parsed, pool_pre_ping=True, pool_size=2, max_overflow=8)
+    return sa.create_engine(
+        parsed,
+        connect_args=_timeouts(parsed),
+        pool_pre_ping=True,
+        pool_size=2,
+        max_overflow=8,
+    )
+
+
+def _timeouts(url: URL) -> dict[str, Any]:
+    """Connect and statement timeouts for ``url``'s driver, unless the URL sets its own."""
+    backend = url.get_backend_name()
+    timeouts: dict[str, Any] = {}
+    if backend == "postgresql":
+        timeouts["connect_timeout"] = int(CONNECT_TIMEOUT)
+        if url.get_driver_name() in ("psycopg", "psycopg2"):
+            timeouts["options"] = f"-c statement_timeout={int(STATEMENT_TIMEOUT * 1000)}"
+    elif backend in ("mysql", "mariadb"):
+        timeouts["connect_timeout"] = int(CONNECT_TIMEOUT)
+        timeouts["read_timeout"] = int(STATEMENT_TIMEOUT)
+        timeouts["write_timeout"] = int(STATEMENT_TIMEOUT)
+    return {name: value for name, value in timeouts.items() if name not in url.query}
 
 
 def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
@@ -53,15 +83,24 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 
 def safe_url(url: str) -> str:
+    """``url`` with its password and secret query parameters replaced by ``***``."""
     try:
-        return sa.engine.make_url(url).render_as_string(hide_password=True)
+        parsed = sa.engine.make_url(url)
     except Exception:  # noqa: BLE001 - an unparsable URL is reported as such
         return "<invalid url>"
+    hidden = {name: "HIDDEN" for name in parsed.query if name.lower() in _SECRET_PARAMETERS}
+    rendered = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
+    return rendered.replace("=HIDDEN", "=***")
 
 
-def password_of(url: str) -> str | None:
+def secrets_of(url: str) -> tuple[str, ...]:
+    """The secrets written in ``url`` (its password, secret query parameters)."""
     try:
-        password = sa.engine.make_url(url).password
+        parsed = sa.engine.make_url(url)
     except Exception:  # noqa: BLE001 - an unparsable URL fails later with a clear error
-        return None
-    return str(password) if password else None
+        return ()
+    found = [str(parsed.password)] if parsed.password else []
+    for name, value in parsed.query.items():
+        if name.lower() in _SECRET_PARAMETERS:
+            found.extend([value] if isinstance(value, str) else list(value))
+    return tuple(secret for secret in found if secret)

@@ -47,6 +47,8 @@ class Checkpoint:
     lease_expires_at: dt.datetime | None
     created_at: dt.datetime
     updated_at: dt.datetime
+    request: str | None = None
+    """The task's arguments and routing recorded by its first run (kombu JSON), if storable."""
 
     @property
     def state(self) -> State:

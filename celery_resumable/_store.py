@@ -1,132 +1,48 @@
-"""The checkpoint table and every SQL statement of celery-resumable.
+"""The checkpoint store: reads and fenced writes of the checkpoint table.
 
-Nothing else in the package builds SQL. Writes by a run are fenced on its lease owner
-token: an UPDATE that matches no row means another run holds the task.
+Every statement comes from ``_statements``; this module runs them and turns rows into
+records. Writes by a run are fenced on its lease owner token: an UPDATE that matches no
+row means the run lost its lease (or an operator reset the task).
 """
 
 from __future__ import annotations
 
 import contextlib
 import datetime as dt
+import json
 import logging
 import time
 import weakref
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from sqlalchemy.dialects import mysql, postgresql, sqlite
+from celery import Celery
+from kombu.utils import json as kombu_json
 from sqlalchemy.engine import Connection, Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from ._engines import engine_for, password_of, safe_url
+from ._config import ResumableConfig, config_for
+from ._engines import engine_for, safe_url, secrets_of
+from ._faults import translated
 from ._records import STATUSES, Checkpoint, Claim, FinishedStep, State, Status
-from .errors import CheckpointStoreError
+from ._statements import MAX_TASK_ID, Statements, check_table_name, table
+from .errors import CheckpointBusyError, CheckpointStoreError
 
-__all__ = ["Checkpoint", "CheckpointStore", "Claim", "FinishedStep", "State", "Status"]
+__all__ = ["CheckpointStore", "checkpoint_store", "store_for"]
 
 logger = logging.getLogger("celery_resumable.store")
 
 _PURGE_EVERY = 600.0
-
-
-def _utcnow() -> dt.datetime:
-    return dt.datetime.now(dt.UTC).replace(tzinfo=None)
-
-
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    return None if value is None else value.replace(tzinfo=dt.UTC)
-
-
-_JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
-_TIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-
-
-def _table(name: str) -> sa.Table:
-    return sa.Table(
-        name,
-        sa.MetaData(),
-        sa.Column("task_id", sa.String(255), primary_key=True),
-        sa.Column("task_name", sa.String(255), nullable=False),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("finished_steps", _JSON, nullable=False),
-        sa.Column("current_step", sa.String(255), nullable=True),
-        sa.Column("cursor", _JSON, nullable=True),
-        sa.Column("interruptions", sa.Integer, nullable=False, default=0),
-        sa.Column("owner", sa.String(64), nullable=True),
-        sa.Column("lease_expires_at", _TIME, nullable=True),
-        sa.Column("created_at", _TIME, nullable=False),
-        sa.Column("updated_at", _TIME, nullable=False),
-        sa.Index(f"ix_{name}_status_updated", "status", "updated_at"),
-    )
-
-
-class _Statements:
-    """The statements a run executes, built once per store: SQLAlchemy caches their SQL."""
-
-    def __init__(self, table: sa.Table) -> None:
-        self.table = table
-        c = table.c
-        by_id = c.task_id == sa.bindparam("p_task_id")
-        fenced = sa.and_(by_id, c.owner == sa.bindparam("p_owner"))
-        self.select = sa.select(table).where(by_id)
-        self.take = (
-            sa.update(table)
-            .where(
-                by_id,
-                c.status != "completed",
-                sa.or_(c.owner.is_(None), c.lease_expires_at < sa.bindparam("p_now")),
-            )
-            .values(
-                owner=sa.bindparam("p_owner"),
-                lease_expires_at=sa.bindparam("p_expires"),
-                status="running",
-                updated_at=sa.bindparam("p_now"),
-            )
-        )
-        self.save = (
-            sa.update(table)
-            .where(fenced)
-            .values(
-                status=sa.bindparam("p_status"),
-                finished_steps=sa.bindparam("p_finished"),
-                current_step=sa.bindparam("p_current"),
-                cursor=sa.bindparam("p_cursor"),
-                interruptions=sa.bindparam("p_interruptions"),
-                owner=sa.bindparam("p_new_owner"),
-                lease_expires_at=sa.bindparam("p_expires"),
-                updated_at=sa.bindparam("p_now"),
-            )
-        )
-        self.renew = (
-            sa.update(table).where(fenced).values(lease_expires_at=sa.bindparam("p_expires"))
-        )
-        self.release = sa.update(table).where(fenced).values(owner=None, lease_expires_at=None)
-        self._inserts: dict[str, sa.Executable] = {}
-
-    def insert_if_absent(self, dialect: str) -> sa.Executable:
-        """An INSERT that does nothing when the task's row exists, in ``dialect``'s SQL."""
-        statement = self._inserts.get(dialect)
-        if statement is None:
-            if dialect == "postgresql":
-                statement = postgresql.insert(self.table).on_conflict_do_nothing()
-            elif dialect == "sqlite":
-                statement = sqlite.insert(self.table).on_conflict_do_nothing()
-            elif dialect in ("mysql", "mariadb"):
-                statement = mysql.insert(self.table).prefix_with("IGNORE")
-            else:
-                raise CheckpointStoreError(
-                    f"unsupported database {dialect!r}; use SQLite, PostgreSQL or MySQL/MariaDB"
-                )
-            self._inserts[dialect] = statement
-        return statement
+_MAX_REQUEST_BYTES = 1_000_000
 
 
 class CheckpointStore:
     """Reads and writes checkpoints in one SQL table.
 
-    ``get``, ``list``, ``reset`` and ``purge`` are for operators; the run methods
-    (``claim``, ``save``, ``renew``, ``complete``) are used by ResumableTask.
+    ``get``, ``list``, ``reset`` and ``purge`` are for operators; ``claim``, ``save``,
+    ``mark``, ``renew``, ``release`` and ``forget`` are the writes of a run, each fenced
+    on the run's lease owner token.
     """
 
     def __init__(
@@ -138,14 +54,14 @@ class CheckpointStore:
         keep_completed: float = 604800.0,
     ) -> None:
         self.url = url
-        self.table_name = table_name
-        self.table = _table(table_name)
+        self.table_name = check_table_name(table_name)
+        self.table = table(table_name)
         self.create_tables = create_tables
         self.keep_completed = keep_completed
         self._ready = False
         self._last_purge = 0.0
-        self._password = password_of(url)
-        self._statements = _Statements(self.table)
+        self._secrets = secrets_of(url)
+        self._statements: dict[str, Statements] = {}
         # Engines of callers' connections whose database was seen to hold the table.
         self._tables_seen: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()
 
@@ -162,9 +78,8 @@ class CheckpointStore:
 
     def get(self, task_id: str) -> Checkpoint | None:
         """Return the checkpoint of ``task_id``, or None when there is none."""
-        with self._begin(task_id, "read from") as connection:
-            result = connection.execute(self._statements.select, {"p_task_id": task_id})
-            row = result.mappings().first()
+        with self._begin(task_id, "read from") as (connection, sql):
+            row = connection.execute(sql.select, {"p_task_id": task_id}).mappings().first()
         return None if row is None else _checkpoint(row)
 
     def list(
@@ -178,73 +93,81 @@ class CheckpointStore:
         """Return checkpoints, most recently updated first, filtered by status and task name."""
         query = sa.select(self.table)
         if status is not None:
-            statuses = [status] if isinstance(status, str) else list(status)
-            _check_statuses(statuses)
-            query = query.where(self.table.c.status.in_(statuses))
+            query = query.where(self.table.c.status.in_(_statuses(status)))
         if task_name is not None:
             query = query.where(self.table.c.task_name == task_name)
         query = query.order_by(self.table.c.updated_at.desc(), self.table.c.task_id)
         query = query.limit(limit).offset(offset)
-        with self._begin(None, "list the checkpoints of") as connection:
+        with self._begin(None, "list the checkpoints of") as (connection, _):
             return [_checkpoint(row) for row in connection.execute(query).mappings()]
 
-    def reset(self, task_id: str) -> bool:
-        """Delete the checkpoint of ``task_id`` so its next run starts over; True if one existed."""
-        query = sa.delete(self.table).where(self.table.c.task_id == task_id)
-        with self._begin(task_id, "reset the checkpoint in") as connection:
-            return connection.execute(query).rowcount > 0
+    def reset(self, task_id: str, force: bool = False) -> bool:
+        """Delete the checkpoint of ``task_id`` so its next run starts over; True if one existed.
+
+        Raises CheckpointBusyError when a live run holds the task's lease, unless
+        ``force``: the run then stops at its next boundary (its next write or lease
+        renewal finds the row gone) and goes back on the queue to start over.
+        """
+        with self._begin(task_id, "reset the checkpoint in") as (connection, sql):
+            statement = sql.reset_forced if force else sql.reset
+            if connection.execute(statement, {"p_task_id": task_id}).rowcount > 0:
+                return True
+            exists = connection.execute(sql.select, {"p_task_id": task_id}).first()
+        if exists is not None:
+            raise CheckpointBusyError(task_id)
+        return False
 
     def purge(
         self,
         *,
         older_than: float | None = None,
         status: Status | Sequence[Status] = "completed",
+        force: bool = False,
     ) -> int:
         """Delete rows of ``status`` untouched for ``older_than`` seconds (default keep_completed).
 
-        Returns the number of rows deleted.
+        A row's age counts from its last write or the end of its lease, whichever is
+        later, so the row of a live run is never old. ``force`` judges rows by their last
+        write alone and deletes those of live runs too: such a run stops at its next
+        boundary and goes back on the queue to start over. Returns the number deleted.
         """
-        statuses = [status] if isinstance(status, str) else list(status)
-        _check_statuses(statuses)
+        statuses = _statuses(status)
         age = self.keep_completed if older_than is None else older_than
-        cutoff = _utcnow() - dt.timedelta(seconds=age)
-        query = sa.delete(self.table).where(
-            self.table.c.status.in_(statuses), self.table.c.updated_at < cutoff
-        )
-        with self._begin(None, "purge") as connection:
-            return int(connection.execute(query).rowcount)
+        with self._begin(None, "purge") as (connection, sql):
+            old = sql.older_forced if force else sql.older
+            query = sa.delete(self.table).where(self.table.c.status.in_(statuses), old)
+            return int(connection.execute(query, {"p_age": float(age)}).rowcount)
 
     # -- runs ----------------------------------------------------------------------
 
-    def claim(self, task_id: str, task_name: str, owner: str, lease_seconds: float) -> Claim:
-        """Take the lease of ``task_id`` unless a live run holds it or the task completed."""
-        now = _utcnow()
-        statements = self._statements
-        with self._begin(task_id, "claim the task in") as connection:
-            connection.execute(
-                statements.insert_if_absent(connection.dialect.name),
-                {
-                    "task_id": task_id,
-                    "task_name": task_name,
-                    "status": "running",
-                    "finished_steps": [],
-                    "interruptions": 0,
-                    "created_at": now,
-                    "updated_at": now,
-                },
-            )
-            taken = connection.execute(
-                statements.take,
-                {
-                    "p_task_id": task_id,
-                    "p_now": now,
-                    "p_owner": owner,
-                    "p_expires": now + dt.timedelta(seconds=lease_seconds),
-                },
-            )
-            row = connection.execute(statements.select, {"p_task_id": task_id})
-            checkpoint = _checkpoint(row.mappings().one())
-        return Claim(checkpoint, taken.rowcount == 1)
+    def claim(
+        self,
+        task_id: str,
+        task_name: str,
+        owner: str,
+        lease_seconds: float,
+        request: Mapping[str, Any] | None = None,
+    ) -> Claim:
+        """Take the lease of ``task_id`` unless a live run holds it or the task completed.
+
+        Creates the row on the task's first run, recording ``request`` (its arguments
+        and routing, for ``celery resumable retry``) when it can be stored as JSON.
+        """
+        _check_task_id(task_id)
+        params = {
+            "p_task_id": task_id,
+            "p_task_name": task_name,
+            "p_owner": owner,
+            "p_lease": float(lease_seconds),
+            "p_request": _request_json(request),
+        }
+        with self._connect(task_id, "claim the task in") as (connection, sql):
+            result = connection.execute(sql.claim, params)
+            row = result.mappings().first() if sql.claim_returns_row else None
+            if row is None:
+                row = connection.execute(sql.select, {"p_task_id": task_id}).mappings().one()
+        checkpoint = _checkpoint(row)
+        return Claim(checkpoint, checkpoint.owner == owner)
 
     def save(
         self,
@@ -259,12 +182,24 @@ class CheckpointStore:
 
         With ``lease_seconds`` the lease is extended; without, it is released.
         """
-        params = self._save_params(task_id, owner, state, status, lease_seconds)
-        with self._begin(task_id, "save to") as connection:
-            saved = connection.execute(self._statements.save, params).rowcount == 1
+        with self._connect(task_id, "save to") as (connection, sql):
+            statement = sql.save_release if lease_seconds is None else sql.save_keep
+            params = _save_params(task_id, owner, state, status, lease_seconds)
+            saved = connection.execute(statement, params).rowcount == 1
         if status == "completed":
             self._maybe_purge()
         return saved
+
+    def mark(self, task_id: str, owner: str, status: Status, interruptions: int) -> bool:
+        """Set the status and interruption count, release the lease, keep the progress."""
+        params = {
+            "p_task_id": task_id,
+            "p_owner": owner,
+            "p_status": status,
+            "p_interruptions": interruptions,
+        }
+        with self._connect(task_id, "save to") as (connection, sql):
+            return bool(connection.execute(sql.mark, params).rowcount == 1)
 
     def save_in_transaction(
         self, connection: Connection, task_id: str, owner: str, state: State, lease_seconds: float
@@ -272,62 +207,48 @@ class CheckpointStore:
         """Write ``state`` through the caller's ``connection``, in its open transaction.
 
         False when ``owner`` no longer holds the lease. Raises CheckpointStoreError when
-        the connection's database has no checkpoint table holding the task.
+        the connection's database has no checkpoint table holding the task; an error of
+        the caller's database stays reachable as its ``__cause__``.
         """
-        action = "write the checkpoint through the given connection to"
-        with self._errors(task_id, action):
+        action = "write the checkpoint through the given connection to " + self._where()
+        with translated(task_id, action, self._secrets, chain=True):
+            sql = self._sql(connection.dialect.name)
             engine = connection.engine
             if engine not in self._tables_seen:
-                if not self._holds(connection, task_id):
+                if not self._holds(connection, sql, task_id):
                     raise self._not_here(task_id)
                 self._tables_seen[engine] = True
-            params = self._save_params(task_id, owner, state, "running", lease_seconds)
-            if connection.execute(self._statements.save, params).rowcount == 1:
+            params = _save_params(task_id, owner, state, "running", lease_seconds)
+            if connection.execute(sql.save_keep, params).rowcount == 1:
                 return True
-            if not self._holds(connection, task_id):
+            if not self._holds(connection, sql, task_id):
                 raise self._not_here(task_id)
             return False
 
-    def _save_params(
-        self,
-        task_id: str,
-        owner: str,
-        state: State,
-        status: Status,
-        lease_seconds: float | None,
-    ) -> dict[str, Any]:
-        now = _utcnow()
-        keep = lease_seconds is not None
-        expires = None if lease_seconds is None else now + dt.timedelta(seconds=lease_seconds)
-        params = {
-            "p_task_id": task_id,
-            "p_owner": owner,
-            "p_status": status,
-            "p_finished": [{"name": s.name, "result": s.result} for s in state.finished],
-            "p_current": state.current_step,
-            "p_cursor": state.cursor,
-            "p_interruptions": state.interruptions,
-            "p_new_owner": owner if keep else None,
-            "p_expires": expires,
-            "p_now": now,
-        }
-        return params
-
     def renew(self, task_id: str, owner: str, lease_seconds: float) -> bool:
-        """Extend the lease of ``owner``; False when another run took it."""
-        params = {
-            "p_task_id": task_id,
-            "p_owner": owner,
-            "p_expires": _utcnow() + dt.timedelta(seconds=lease_seconds),
-        }
-        with self._begin(task_id, "renew the lease in") as connection:
-            return bool(connection.execute(self._statements.renew, params).rowcount == 1)
+        """Extend the lease of ``owner``; False when another run took it (or it was reset)."""
+        params = {"p_task_id": task_id, "p_owner": owner, "p_lease": float(lease_seconds)}
+        with self._connect(task_id, "renew the lease in") as (connection, sql):
+            return bool(connection.execute(sql.renew, params).rowcount == 1)
 
     def release(self, task_id: str, owner: str) -> bool:
         """Give up the lease of ``owner`` without changing progress."""
         params = {"p_task_id": task_id, "p_owner": owner}
-        with self._begin(task_id, "release the lease in") as connection:
-            return bool(connection.execute(self._statements.release, params).rowcount == 1)
+        with self._connect(task_id, "release the lease in") as (connection, sql):
+            return bool(connection.execute(sql.release, params).rowcount == 1)
+
+    def forget(self, task_id: str, owner: str) -> bool:
+        """Delete the row while ``owner`` holds its lease (a task replaced by another)."""
+        params = {"p_task_id": task_id, "p_owner": owner}
+        with self._connect(task_id, "delete the checkpoint in") as (connection, sql):
+            return bool(connection.execute(sql.forget, params).rowcount == 1)
+
+    def exists(self, task_id: str) -> bool:
+        """Whether the task has a row (a fenced write that failed: lease lost, or reset)."""
+        with self._connect(task_id, "read from") as (connection, sql):
+            return connection.execute(sql.owner, {"p_task_id": task_id}).first() is not None
+
+    # -- plumbing ------------------------------------------------------------------
 
     def _not_here(self, task_id: str) -> CheckpointStoreError:
         return CheckpointStoreError(
@@ -337,15 +258,11 @@ class CheckpointStore:
             task_id,
         )
 
-    def _holds(self, connection: Connection, task_id: str) -> bool:
+    def _holds(self, connection: Connection, sql: Statements, task_id: str) -> bool:
         """Whether ``connection``'s database has this table with a row for ``task_id``."""
         if not sa.inspect(connection).has_table(self.table_name):
             return False
-        return (
-            connection.execute(self._statements.select, {"p_task_id": task_id}).first() is not None
-        )
-
-    # -- plumbing ------------------------------------------------------------------
+        return connection.execute(sql.select, {"p_task_id": task_id}).first() is not None
 
     def _maybe_purge(self) -> None:
         now = time.monotonic()
@@ -360,53 +277,123 @@ class CheckpointStore:
             if deleted:
                 logger.info("purged %d completed checkpoints", deleted)
 
+    def _sql(self, dialect: str) -> Statements:
+        statements = self._statements.get(dialect)
+        if statements is None:
+            statements = self._statements[dialect] = Statements(self.table, dialect)
+        return statements
+
     @contextlib.contextmanager
-    def _begin(self, task_id: str | None, action: str) -> Iterator[Connection]:
+    def _begin(self, task_id: str | None, action: str) -> Iterator[tuple[Connection, Statements]]:
+        """A connection in a transaction, for the operators' reads and deletes."""
         self._ensure_table(task_id)
         with self._errors(task_id, action), self.engine.begin() as connection:
-            yield connection
+            yield connection, self._sql(connection.dialect.name)
+
+    @contextlib.contextmanager
+    def _connect(self, task_id: str | None, action: str) -> Iterator[tuple[Connection, Statements]]:
+        """A connection in autocommit: each statement of a run commits on its own."""
+        self._ensure_table(task_id)
+        with self._errors(task_id, action), self.engine.connect() as connection:
+            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
+            yield connection, self._sql(connection.dialect.name)
 
     def _ensure_table(self, task_id: str | None) -> None:
         if self._ready:
             return
         if self.create_tables:
             with self._errors(task_id, "create the table in"):
+                engine = engine_for(self.url)
                 try:
-                    self.table.metadata.create_all(engine_for(self.url), checkfirst=True)
+                    self.table.metadata.create_all(engine, checkfirst=True)
                 except SQLAlchemyError:
                     # Another process may have created it between the check and the CREATE.
-                    if not sa.inspect(engine_for(self.url)).has_table(self.table_name):
+                    if not sa.inspect(engine).has_table(self.table_name):
                         raise
+                _upgrade(engine, self.table)
         self._ready = True
 
-    @contextlib.contextmanager
-    def _errors(self, task_id: str | None, action: str) -> Iterator[None]:
-        try:
-            yield
-        except CheckpointStoreError:
-            raise
-        except (SQLAlchemyError, OSError, ImportError) as exc:
-            detail = _describe(exc)
-            if self._password:
-                detail = detail.replace(self._password, "***")
-            raise CheckpointStoreError(
-                f"could not {action} the checkpoint store {safe_url(self.url)} "
-                f"(table {self.table_name!r}): {detail}",
-                task_id,
-            ) from None
+    def _where(self) -> str:
+        return f"the checkpoint store {safe_url(self.url)} (table {self.table_name!r})"
+
+    def _errors(self, task_id: str | None, action: str) -> contextlib.AbstractContextManager[None]:
+        return translated(task_id, f"{action} {self._where()}", self._secrets)
 
 
-def _describe(exc: BaseException) -> str:
-    original = getattr(exc, "orig", None)
-    text = str(original if original is not None else exc).strip()
-    first_line = text.splitlines()[0] if text else type(exc).__name__
-    return f"{type(original or exc).__name__}: {first_line}"[:500]
+def _upgrade(engine: Engine, checkpoints: sa.Table) -> None:
+    """Bring a table created by an earlier version up to date."""
+    inspector = sa.inspect(engine)
+    columns = {column["name"]: column for column in inspector.get_columns(checkpoints.name)}
+    preparer = engine.dialect.identifier_preparer
+    name = preparer.quote(checkpoints.name)
+    with engine.begin() as connection:
+        if "request" not in columns:
+            kind = checkpoints.c.request.type.compile(dialect=engine.dialect)
+            connection.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN request {kind}"))
+        collation = getattr(columns["task_id"]["type"], "collation", None)
+        if engine.dialect.name in ("mysql", "mariadb") and collation != "utf8mb4_bin":
+            connection.execute(
+                sa.text(
+                    f"ALTER TABLE {name} MODIFY task_id VARCHAR({MAX_TASK_ID}) "
+                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL"
+                )
+            )
 
 
-def _check_statuses(statuses: Sequence[str]) -> None:
-    for status in statuses:
-        if status not in STATUSES:
-            raise ValueError(f"unknown checkpoint status {status!r}; use one of {STATUSES}")
+def _check_task_id(task_id: str) -> None:
+    if not isinstance(task_id, str) or not task_id:
+        raise CheckpointStoreError(f"a task id must be a non-empty string, not {task_id!r}")
+    if len(task_id) > MAX_TASK_ID:
+        raise CheckpointStoreError(
+            f"the task id is {len(task_id)} characters long; the checkpoint table holds "
+            f"ids of at most {MAX_TASK_ID}",
+            task_id[:40] + "…",
+        )
+
+
+def _save_params(
+    task_id: str, owner: str, state: State, status: Status, lease_seconds: float | None
+) -> dict[str, Any]:
+    return {
+        "p_task_id": task_id,
+        "p_owner": owner,
+        "p_status": status,
+        "p_finished": [{"name": s.name, "result": s.result} for s in state.finished],
+        "p_current": state.current_step,
+        "p_cursor": state.cursor,
+        "p_interruptions": state.interruptions,
+        "p_lease": None if lease_seconds is None else float(lease_seconds),
+    }
+
+
+def _request_json(request: Mapping[str, Any] | None) -> str | None:
+    """The request as kombu JSON (typed values kept), or None when it cannot be stored."""
+    if request is None:
+        return None
+    try:
+        text = str(kombu_json.dumps(dict(request)))  # type: ignore[no-untyped-call]
+    except (TypeError, ValueError):
+        return None
+    return text if len(text) <= _MAX_REQUEST_BYTES else None
+
+
+def request_of(checkpoint: Checkpoint) -> dict[str, Any] | None:
+    """The recorded request of a checkpoint: ``args``, ``kwargs`` and routing options."""
+    if checkpoint.request is None:
+        return None
+    try:
+        value = kombu_json.loads(checkpoint.request)  # type: ignore[no-untyped-call]
+    except (TypeError, ValueError, json.JSONDecodeError):
+        return None
+    return value if isinstance(value, dict) else None
+
+
+def _statuses(status: Status | Sequence[Status]) -> list[Status]:
+    statuses = [status] if isinstance(status, str) else list(status)
+    for value in statuses:
+        if value not in STATUSES:
+            raise ValueError(f"unknown checkpoint status {value!r}; use one of {STATUSES}")
+    return statuses
 
 
 def _checkpoint(row: Any) -> Checkpoint:
@@ -424,4 +411,36 @@ def _checkpoint(row: Any) -> Checkpoint:
         lease_expires_at=_aware(row["lease_expires_at"]),
         created_at=_aware(row["created_at"]),  # type: ignore[arg-type]
         updated_at=_aware(row["updated_at"]),  # type: ignore[arg-type]
+        request=row["request"],
     )
+
+
+def _aware(value: dt.datetime | None) -> dt.datetime | None:
+    return None if value is None else value.replace(tzinfo=dt.UTC)
+
+
+_STORES: dict[tuple[str, str, bool, float], CheckpointStore] = {}
+
+
+def store_for(config: ResumableConfig) -> CheckpointStore:
+    """Return the store for ``config``, one per URL and table in a process."""
+    key = (config.store_url, config.table_name, config.create_tables, config.keep_completed)
+    store = _STORES.get(key)
+    if store is None:
+        store = CheckpointStore(
+            config.store_url,
+            config.table_name,
+            create_tables=config.create_tables,
+            keep_completed=config.keep_completed,
+        )
+        _STORES[key] = store
+    return store
+
+
+def checkpoint_store(app: Celery) -> CheckpointStore:
+    """Return the checkpoint store configured by ``app.conf`` (``resumable_store_url``).
+
+    The store reads and manages checkpoints: ``get(task_id)``, ``list(...)``,
+    ``reset(task_id, force=False)`` and ``purge(...)``.
+    """
+    return store_for(config_for(app))

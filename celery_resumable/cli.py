@@ -2,13 +2,15 @@
 
 from __future__ import annotations
 
+import datetime as dt
 import json
 from typing import Any
 
 import click
 
 from ._records import STATUSES, Checkpoint
-from ._task import checkpoint_store
+from ._store import checkpoint_store, request_of
+from .errors import CheckpointBusyError
 
 __all__ = ["main", "resumable"]
 
@@ -18,11 +20,15 @@ def resumable() -> None:
     """Inspect and manage the checkpoints of resumable tasks."""
 
 
-def _store(ctx: click.Context) -> Any:
+def _app(ctx: click.Context) -> Any:
     app = getattr(ctx.obj, "app", None)
     if app is None:
         raise click.UsageError("run it as `celery -A proj resumable ...`")
-    return checkpoint_store(app)
+    return app
+
+
+def _store(ctx: click.Context) -> Any:
+    return checkpoint_store(_app(ctx))
 
 
 @resumable.command(name="list")
@@ -66,12 +72,80 @@ def show_command(ctx: click.Context, task_id: str) -> None:
 
 @resumable.command(name="reset")
 @click.argument("task_ids", nargs=-1, required=True)
+@click.option(
+    "--force", is_flag=True,
+    help="Reset running tasks too: they stop at their next boundary and start over.",
+)  # fmt: skip
 @click.pass_context
-def reset_command(ctx: click.Context, task_ids: tuple[str, ...]) -> None:
-    """Delete checkpoints so the tasks' next runs start over."""
+def reset_command(ctx: click.Context, task_ids: tuple[str, ...], force: bool) -> None:
+    """Delete checkpoints so the tasks' next runs start over.
+
+    A task whose run holds a live lease is left alone unless --force is given.
+    """
     store = _store(ctx)
+    busy = []
     for task_id in task_ids:
-        click.echo(f"{task_id}: {'reset' if store.reset(task_id) else 'no checkpoint'}")
+        try:
+            done = store.reset(task_id, force=force)
+        except CheckpointBusyError:
+            busy.append(task_id)
+            click.echo(f"{task_id}: running; kept (use --force to reset it)")
+            continue
+        click.echo(f"{task_id}: {'reset' if done else 'no checkpoint'}")
+    if busy:
+        raise SystemExit(1)
+
+
+@resumable.command(name="retry")
+@click.argument("task_ids", nargs=-1, required=True)
+@click.pass_context
+def retry_command(ctx: click.Context, task_ids: tuple[str, ...]) -> None:
+    """Send failed tasks again under their ids; each resumes from its checkpoint."""
+    app = _app(ctx)
+    store = checkpoint_store(app)
+    refused = False
+    for task_id in task_ids:
+        problem = _retry(app, store, task_id)
+        refused = refused or problem is not None
+        click.echo(f"{task_id}: {problem or 'sent'}")
+    if refused:
+        raise SystemExit(1)
+
+
+def _retry(app: Any, store: Any, task_id: str) -> str | None:
+    """Send ``task_id`` again; returns why it was not sent, or None."""
+    checkpoint = store.get(task_id)
+    if checkpoint is None:
+        return "no checkpoint"
+    if checkpoint.status == "completed":
+        return "completed; nothing to retry"
+    if checkpoint.status == "running" and checkpoint.owner is not None:
+        expires = checkpoint.lease_expires_at
+        if expires is None or expires > _now():
+            return "running; nothing to retry"
+    request = request_of(checkpoint)
+    if request is None:
+        return (
+            "its arguments were not recorded (not JSON); send the task again yourself "
+            "with the same task_id"
+        )
+    options = {
+        name: request[name]
+        for name in ("exchange", "routing_key", "priority")
+        if request.get(name) is not None
+    }
+    app.send_task(
+        checkpoint.task_name,
+        args=request.get("args") or [],
+        kwargs=request.get("kwargs") or {},
+        task_id=task_id,
+        **options,
+    )
+    return None
+
+
+def _now() -> dt.datetime:
+    return dt.datetime.now(dt.UTC)
 
 
 @resumable.command(name="purge")
@@ -83,10 +157,15 @@ def reset_command(ctx: click.Context, task_ids: tuple[str, ...]) -> None:
     "--status", type=click.Choice(STATUSES), multiple=True,
     help="Statuses to purge (default: completed).",
 )  # fmt: skip
+@click.option("--force", is_flag=True, help="Purge rows whose lease is alive too.")
 @click.pass_context
-def purge_command(ctx: click.Context, older_than: float | None, status: tuple[str, ...]) -> None:
-    """Delete old checkpoints."""
-    deleted = _store(ctx).purge(older_than=older_than, status=list(status) or "completed")
+def purge_command(
+    ctx: click.Context, older_than: float | None, status: tuple[str, ...], force: bool
+) -> None:
+    """Delete old checkpoints; rows of running tasks are kept unless --force."""
+    deleted = _store(ctx).purge(
+        older_than=older_than, status=list(status) or "completed", force=force
+    )
     click.echo(f"purged {deleted} checkpoints")
 
 
@@ -103,6 +182,7 @@ def _as_json(checkpoint: Checkpoint) -> dict[str, Any]:
         "lease_expires_at": _time(checkpoint.lease_expires_at),
         "created_at": _time(checkpoint.created_at),
         "updated_at": _time(checkpoint.updated_at),
+        "request": request_of(checkpoint),
     }
 
 

@@ -1,13 +1,15 @@
 """The exceptions raised by celery-resumable.
 
-Every error a user can catch derives from :class:`ResumableError`. The one exception
-that does not is :class:`TaskInterrupted`, which derives from :class:`BaseException` so
-that ``except Exception`` blocks in task code do not swallow a shutdown.
+Every error a user can catch derives from :class:`ResumableError`. The exceptions
+that stop a run (:class:`RunStopped`: :class:`TaskInterrupted`, :class:`LeaseLostError`)
+derive from :class:`BaseException` instead, so that ``except Exception`` blocks in task
+code do not talk a stopping run out of stopping.
 """
 
 from __future__ import annotations
 
 __all__ = [
+    "CheckpointBusyError",
     "CheckpointStoreError",
     "CursorDecodeError",
     "CursorEncodeError",
@@ -17,6 +19,7 @@ __all__ = [
     "NotInResumableTaskError",
     "NotInStepError",
     "ResumableError",
+    "RunStopped",
     "StepMismatchError",
     "TaskInterrupted",
     "TooManyInterruptionsError",
@@ -115,30 +118,22 @@ class CursorDecodeError(ResumableError):
 
 
 class CheckpointStoreError(ResumableError):
-    """Raised when the checkpoint store cannot be read or written."""
+    """Raised when the checkpoint store cannot be read or written.
 
-    def __init__(self, message: str, task_id: str | None = None) -> None:
-        super().__init__(message, task_id)
+    ``transient`` is True when the store could not be reached (a connection error, a
+    timeout, a lock that was not granted) and the same call may succeed later; False
+    for a permanent fault (no table, no permission, a value the database refuses).
+    """
+
+    def __init__(self, message: str, task_id: str | None = None, transient: bool = False) -> None:
+        super().__init__(message, task_id, transient)
         self.message = message
         self.task_id = task_id
+        self.transient = transient
 
     def __str__(self) -> str:
         prefix = f"task {self.task_id}: " if self.task_id else ""
         return f"{prefix}{self.message}"
-
-
-class LeaseLostError(ResumableError):
-    """Raised when a run finds that another run has taken over its task's checkpoint."""
-
-    def __init__(self, task_id: str) -> None:
-        super().__init__(task_id)
-        self.task_id = task_id
-
-    def __str__(self) -> str:
-        return (
-            f"task {self.task_id}: another run took over the checkpoint lease; this run "
-            "stops without writing so that it cannot overwrite newer progress"
-        )
 
 
 class TooManyInterruptionsError(ResumableError):
@@ -157,14 +152,79 @@ class TooManyInterruptionsError(ResumableError):
         )
 
 
-class TaskInterrupted(BaseException):
-    """Raised at a checkpoint boundary when the run must stop (shutdown, max runtime).
+class CheckpointBusyError(ResumableError):
+    """Raised when a checkpoint to reset or purge belongs to a run whose lease is alive.
 
-    ResumableTask catches it, saves the checkpoint and re-queues the task. It derives
-    from BaseException so ``except Exception`` in task code does not swallow it; code
-    that catches BaseException must re-raise it.
+    Pass ``force=True`` (``--force`` on the command line) to reset it anyway: the live
+    run then stops at its next boundary and goes back on the queue to start over.
+    """
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(task_id)
+        self.task_id = task_id
+
+    def __str__(self) -> str:
+        return (
+            f"task {self.task_id} is running (its lease is alive); the checkpoint was kept; "
+            "force the reset to make the run start over"
+        )
+
+
+# -- the exceptions that stop a run ------------------------------------------------------
+
+
+class RunStopped(BaseException):
+    """Raised to end a run early; the root of the exceptions that stop a run.
+
+    It derives from BaseException so ``except Exception`` in task code does not swallow
+    it; code that catches BaseException must re-raise it. ResumableTask handles every
+    subclass; none of them reaches the result backend as a failure.
+    """
+
+
+class TaskInterrupted(RunStopped):
+    """Raised at a checkpoint boundary when the run must stop (shutdown, max runtime, reset).
+
+    ResumableTask catches it, saves the checkpoint and re-queues the task.
     """
 
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class LeaseLostError(RunStopped):
+    """Raised when a run finds that another run has taken over its task's checkpoint.
+
+    The stale run stops without writing: the run holding the lease carries the task on.
+    """
+
+    def __init__(self, task_id: str) -> None:
+        super().__init__(task_id)
+        self.task_id = task_id
+
+    def __str__(self) -> str:
+        return (
+            f"task {self.task_id}: another run took over the checkpoint lease; this run "
+            "stops without writing so that it cannot overwrite newer progress"
+        )
+
+
+class AlreadyCompleted(RunStopped):
+    """Raised when a delivery finds its task id completed by an earlier run."""
+
+
+class LeaseBusy(RunStopped):
+    """Raised when another live run holds the task's lease; ``wait`` seconds until it expires."""
+
+    def __init__(self, wait: float) -> None:
+        super().__init__(wait)
+        self.wait = wait
+
+
+class StoreUnavailable(RunStopped):
+    """Raised when a run cannot claim its checkpoint; the task is deferred or failed, not run."""
+
+    def __init__(self, error: CheckpointStoreError) -> None:
+        super().__init__(str(error))
+        self.error = error

@@ -52,7 +52,12 @@ def test_list_show_reset_and_purge(store_path: str) -> None:
     assert json.loads(shown.stdout)["cursor"] == {"last_id": 7}
     assert json.loads(shown.stdout)["interruptions"] == 2
 
-    reset = celery(store_path, "reset", "task-running", "task-unknown")
+    refused = celery(store_path, "reset", "task-running")
+    assert refused.returncode == 1
+    assert refused.stdout.splitlines() == ["task-running: running; kept (use --force to reset it)"]
+    assert store.get("task-running") is not None
+
+    reset = celery(store_path, "reset", "--force", "task-running", "task-unknown")
     assert reset.stdout.splitlines() == ["task-running: reset", "task-unknown: no checkpoint"]
     assert store.get("task-running") is None
 

@@ -23,6 +23,7 @@ def test_defaults() -> None:
         max_interruptions=100,
         keep_completed=604800.0,
         create_tables=True,
+        store_wait=300.0,
     )
 
 

@@ -9,7 +9,7 @@ import pytest
 
 from celery_resumable import CheckpointStore, FinishedStep
 from celery_resumable._records import State
-from celery_resumable.errors import CheckpointStoreError
+from celery_resumable.errors import CheckpointBusyError, CheckpointStoreError
 
 
 def progress(*finished: str, current: str | None = None, cursor: object = None) -> State:
@@ -145,13 +145,31 @@ def test_list_filters_by_status_and_name(store: CheckpointStore) -> None:
         store.list(status="done")  # type: ignore[arg-type]
 
 
-def test_reset_deletes_the_checkpoint(store: CheckpointStore) -> None:
+def test_reset_deletes_a_checkpoint_whose_lease_is_free(store: CheckpointStore) -> None:
     task_id = new_id()
     store.claim(task_id, "t", "o", 60)
+    store.save(task_id, "o", progress("a"), status="interrupted")
 
     assert store.reset(task_id)
     assert store.get(task_id) is None
     assert not store.reset(task_id)
+
+
+def test_reset_of_a_live_run_is_refused_unless_forced(store: CheckpointStore) -> None:
+    # Given a run holding a live lease
+    task_id = new_id()
+    store.claim(task_id, "t", "o", 60)
+
+    # When an operator resets it without force, then with force
+    with pytest.raises(CheckpointBusyError, match=f"task {task_id} is running"):
+        store.reset(task_id)
+    kept = store.get(task_id)
+    forced = store.reset(task_id, force=True)
+
+    # Then the first is refused and keeps the row; the forced one deletes it
+    assert kept is not None and kept.owner == "o"
+    assert forced
+    assert store.get(task_id) is None
 
 
 def test_purge_deletes_only_old_completed_rows(store: CheckpointStore) -> None:

@@ -1,0 +1,232 @@
+"""The checkpoint table and the SQL of every statement a run executes, per database.
+
+Times come from the database's clock (UTC), never from a worker's: a lease written by
+one worker and judged by another is compared on one clock.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+import sqlalchemy as sa
+from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.sql.elements import ColumnElement
+
+from .errors import CheckpointStoreError
+
+__all__ = ["MAX_TASK_ID", "Statements", "check_table_name", "table"]
+
+MAX_TASK_ID = 255
+# The longest index name of the table ("ix_<name>_status_updated") must fit PostgreSQL's
+# 63-character identifiers (MySQL allows 64).
+_MAX_TABLE_NAME = 63 - len("ix__status_updated")
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+_JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
+_TIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
+# Task ids compare exactly: MySQL/MariaDB's default collations would make "Abc" and
+# "abc" (or "é" and "e") one row.
+_TASK_ID = sa.String(MAX_TASK_ID).with_variant(
+    mysql.VARCHAR(MAX_TASK_ID, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
+)
+_REQUEST = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+
+DIALECTS = ("sqlite", "postgresql", "mysql", "mariadb")
+
+
+def check_table_name(name: str) -> str:
+    """Return ``name`` if it can name the checkpoint table everywhere; else raise ValueError."""
+    if not isinstance(name, str) or not _TABLE_NAME.fullmatch(name):
+        raise ValueError(
+            f"resumable_table_name must be letters, digits and underscores, not {name!r}"
+        )
+    if len(name) > _MAX_TABLE_NAME:
+        raise ValueError(
+            f"resumable_table_name {name!r} is {len(name)} characters long; at most "
+            f"{_MAX_TABLE_NAME} fit the names of its indexes on every database"
+        )
+    return name
+
+
+def table(name: str) -> sa.Table:
+    """The checkpoint table named ``name``."""
+    return sa.Table(
+        name,
+        sa.MetaData(),
+        sa.Column("task_id", _TASK_ID, primary_key=True),
+        sa.Column("task_name", sa.String(255), nullable=False),
+        sa.Column("status", sa.String(16), nullable=False),
+        sa.Column("finished_steps", _JSON, nullable=False),
+        sa.Column("current_step", sa.String(255), nullable=True),
+        sa.Column("cursor", _JSON, nullable=True),
+        sa.Column("interruptions", sa.Integer, nullable=False, default=0),
+        sa.Column("owner", sa.String(64), nullable=True),
+        sa.Column("lease_expires_at", _TIME, nullable=True),
+        sa.Column("created_at", _TIME, nullable=False),
+        sa.Column("updated_at", _TIME, nullable=False),
+        sa.Column("request", _REQUEST, nullable=True),
+        sa.Index(f"ix_{name}_status_updated", "status", "updated_at"),
+    )
+
+
+class _Clock:
+    """The database's UTC clock in one dialect's SQL."""
+
+    def __init__(self, dialect: str) -> None:
+        self.dialect = dialect
+
+    def now(self) -> ColumnElement[Any]:
+        return self.shifted(None)
+
+    def shifted(self, seconds: str | None, sign: str = "+") -> ColumnElement[Any]:
+        """Now, moved by the float bind parameter ``seconds`` (None: not moved)."""
+        amount = None if seconds is None else sa.bindparam(seconds, type_=sa.Float)
+        if self.dialect == "postgresql":
+            now: ColumnElement[Any] = sa.literal_column(
+                "timezone('UTC', statement_timestamp())", _TIME
+            )
+            if amount is None:
+                return now
+            moved: ColumnElement[Any] = sa.literal_column("interval '1 second'") * amount
+            return now + moved if sign == "+" else now - moved
+        if self.dialect in ("mysql", "mariadb"):
+            now = sa.func.utc_timestamp(6, type_=_TIME)
+            if amount is None:
+                return now
+            micro = sa.cast(amount * (1_000_000 if sign == "+" else -1_000_000), sa.Integer)
+            return sa.func.timestampadd(sa.literal_column("MICROSECOND"), micro, now, type_=_TIME)
+        # SQLite: the storage format of SQLAlchemy's DateTime, microseconds included.
+        if amount is None:
+            return sa.func.strftime("%Y-%m-%d %H:%M:%f000", "now", type_=_TIME)
+        modifier = sa.func.printf(f"{sign}%.6f seconds", amount)
+        return sa.func.strftime("%Y-%m-%d %H:%M:%f000", "now", modifier, type_=_TIME)
+
+
+class Statements:
+    """The statements of one table in one dialect, built once: SQLAlchemy caches their SQL."""
+
+    def __init__(self, checkpoints: sa.Table, dialect: str) -> None:
+        if dialect not in DIALECTS:
+            raise CheckpointStoreError(
+                f"unsupported database {dialect!r}; use SQLite, PostgreSQL or MySQL/MariaDB"
+            )
+        self.table = checkpoints
+        self.dialect = dialect
+        clock = _Clock(dialect)
+        c = checkpoints.c
+        by_id = c.task_id == sa.bindparam("p_task_id")
+        fenced = sa.and_(by_id, c.owner == sa.bindparam("p_owner"))
+        lease_ends = clock.shifted("p_lease")
+        self.now = clock.now()
+        self.free = sa.or_(
+            c.owner.is_(None), c.lease_expires_at.is_(None), c.lease_expires_at < self.now
+        )
+        self.select = sa.select(checkpoints).where(by_id)
+        self.claim = self._claim(clock, lease_ends)
+        progress = {
+            "status": sa.bindparam("p_status"),
+            "finished_steps": sa.bindparam("p_finished", type_=_JSON),
+            "current_step": sa.bindparam("p_current"),
+            "cursor": sa.bindparam("p_cursor", type_=_JSON),
+            "interruptions": sa.bindparam("p_interruptions"),
+            "updated_at": self.now,
+        }
+        self.save_keep = (
+            sa.update(checkpoints).where(fenced).values(**progress, lease_expires_at=lease_ends)
+        )
+        self.save_release = (
+            sa.update(checkpoints)
+            .where(fenced)
+            .values(**progress, owner=None, lease_expires_at=None)
+        )
+        self.mark = (
+            sa.update(checkpoints)
+            .where(fenced)
+            .values(
+                status=sa.bindparam("p_status"),
+                interruptions=sa.bindparam("p_interruptions"),
+                owner=None,
+                lease_expires_at=None,
+                updated_at=self.now,
+            )
+        )
+        self.renew = sa.update(checkpoints).where(fenced).values(lease_expires_at=lease_ends)
+        self.release = (
+            sa.update(checkpoints).where(fenced).values(owner=None, lease_expires_at=None)
+        )
+        self.forget = sa.delete(checkpoints).where(fenced)
+        self.owner = sa.select(c.owner).where(by_id)
+        self.reset = sa.delete(checkpoints).where(by_id, self.free)
+        self.reset_forced = sa.delete(checkpoints).where(by_id)
+        # Age is judged by the later of the last write and the lease's end, so a live
+        # run that renews but has not written for a while is not old.
+        last_seen = sa.case(
+            (
+                sa.and_(c.lease_expires_at.is_not(None), c.lease_expires_at > c.updated_at),
+                c.lease_expires_at,
+            ),
+            else_=c.updated_at,
+        )
+        cutoff = clock.shifted("p_age", "-")
+        self.older = sa.and_(last_seen < cutoff, self.free)
+        self.older_forced = c.updated_at < cutoff
+
+    def _claim(self, clock: _Clock, lease_ends: ColumnElement[Any]) -> sa.Executable:
+        """One statement inserting the row, or taking it when no live run holds it."""
+        t = self.table
+        values: dict[str, Any] = {
+            "task_id": sa.bindparam("p_task_id"),
+            "task_name": sa.bindparam("p_task_name"),
+            "status": "running",
+            "finished_steps": sa.literal([], _JSON),
+            "interruptions": 0,
+            "owner": sa.bindparam("p_owner"),
+            "lease_expires_at": lease_ends,
+            "created_at": clock.now(),
+            "updated_at": clock.now(),
+            "request": sa.bindparam("p_request", type_=_REQUEST),
+        }
+        takeable = sa.and_(t.c.status != "completed", self.free)
+        if self.dialect in ("mysql", "mariadb"):
+            insert = mysql.insert(t).values(values)
+            new_owner = insert.inserted.owner
+            # MySQL assigns left to right and later assignments see earlier ones: the
+            # owner is decided first, then every other column follows it.
+            return insert.on_duplicate_key_update(
+                [
+                    ("owner", sa.case((takeable, new_owner), else_=t.c.owner)),
+                    (
+                        "lease_expires_at",
+                        sa.case(
+                            (t.c.owner == new_owner, insert.inserted.lease_expires_at),
+                            else_=t.c.lease_expires_at,
+                        ),
+                    ),
+                    ("status", sa.case((t.c.owner == new_owner, "running"), else_=t.c.status)),
+                    (
+                        "updated_at",
+                        sa.case(
+                            (t.c.owner == new_owner, insert.inserted.updated_at),
+                            else_=t.c.updated_at,
+                        ),
+                    ),
+                ]
+            )
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        upsert = dialect_insert(t).values(values)
+        return upsert.on_conflict_do_update(
+            index_elements=[t.c.task_id],
+            set_={
+                "owner": upsert.excluded.owner,
+                "lease_expires_at": upsert.excluded.lease_expires_at,
+                "status": "running",
+                "updated_at": upsert.excluded.updated_at,
+            },
+            where=takeable,
+        ).returning(*t.c)
+
+    @property
+    def claim_returns_row(self) -> bool:
+        """Whether the claim statement returns the row it inserted or took."""
+        return self.dialect not in ("mysql", "mariadb")

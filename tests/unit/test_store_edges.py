@@ -1,0 +1,168 @@
+"""The checkpoint store at its edges: database clock, exact ids, faults, secrets, upgrades."""
+
+from __future__ import annotations
+
+import time
+import uuid
+
+import pytest
+import sqlalchemy as sa
+from celery import Celery
+
+from celery_resumable import CheckpointStore
+from celery_resumable._config import config_for
+from celery_resumable._records import State
+from celery_resumable.errors import CheckpointStoreError
+from tests.conftest import drop_table
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def database_now(store: CheckpointStore) -> float:
+    """The database's clock, as seconds since the epoch (UTC)."""
+    dialect = store.engine.dialect.name
+    query = {
+        "postgresql": "SELECT extract(epoch from statement_timestamp())",
+        "sqlite": "SELECT (julianday('now') - 2440587.5) * 86400.0",
+    }.get(dialect, "SELECT UNIX_TIMESTAMP(NOW(6))")
+    with store.engine.connect() as connection:
+        return float(connection.execute(sa.text(query)).scalar_one())
+
+
+def test_leases_are_judged_on_the_database_clock_not_the_workers(
+    store: CheckpointStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given a run whose lease ends 30 s from now on the database's clock
+    task_id = new_id()
+    first = store.claim(task_id, "t", "owner-1", 30)
+    expires = first.checkpoint.lease_expires_at
+    assert expires is not None
+    assert abs(expires.timestamp() - (database_now(store) + 30)) < 5
+
+    # When a worker whose clock runs an hour ahead tries to claim the task
+    real_time = time.time
+    monkeypatch.setattr(time, "time", lambda: real_time() + 3600)
+    second = store.claim(task_id, "t", "owner-2", 30)
+
+    # Then the live lease is not taken
+    assert not second.claimed
+    assert second.checkpoint.owner == "owner-1"
+
+
+def test_purge_keeps_the_rows_of_live_runs_unless_forced(store: CheckpointStore) -> None:
+    # Given a live run that has not written for a while
+    task_id = new_id()
+    store.claim(task_id, "t", "o", 60)
+    time.sleep(0.05)
+
+    # When old running rows are purged, then purged with force
+    kept = store.purge(older_than=0.01, status="running")
+    forced = store.purge(older_than=0.01, status="running", force=True)
+
+    # Then the live row survives the first and not the second
+    assert kept == 0
+    assert forced == 1
+    assert store.get(task_id) is None
+
+
+def test_task_ids_compare_exactly(store: CheckpointStore) -> None:
+    # Given ids that differ only by case or accent
+    ids = ["Abc-1", "abc-1", "café-1", "cafe-1"]
+
+    # When each is claimed
+    claims = [store.claim(task_id, "t", f"owner-{i}", 60) for i, task_id in enumerate(ids)]
+
+    # Then each has a row of its own
+    assert all(claim.claimed for claim in claims)
+    assert sorted(c.task_id for c in store.list()) == sorted(ids)
+
+
+def test_an_over_long_task_id_is_refused_not_truncated(store: CheckpointStore) -> None:
+    with pytest.raises(CheckpointStoreError, match="256 characters long") as raised:
+        store.claim("x" * 256, "t", "o", 60)
+
+    assert raised.value.transient is False
+    assert store.list() == []
+
+
+@pytest.mark.parametrize("name", ["x" * 46, "bad-name", "1table", ""])
+def test_a_table_name_that_cannot_work_everywhere_is_refused_up_front(name: str) -> None:
+    with pytest.raises(ValueError, match="resumable_table_name"):
+        CheckpointStore("sqlite://", name)
+    app = Celery("names")
+    app.conf.resumable_table_name = name
+    with pytest.raises(ValueError, match="resumable_table_name"):
+        config_for(app)
+
+
+def test_a_missing_table_is_a_permanent_error(store_url: str) -> None:
+    store = CheckpointStore(store_url, f"absent_{uuid.uuid4().hex[:8]}", create_tables=False)
+
+    with pytest.raises(CheckpointStoreError) as raised:
+        store.claim(new_id(), "t", "o", 60)
+
+    assert raised.value.transient is False
+
+
+def test_an_unreachable_store_is_a_transient_error() -> None:
+    store = CheckpointStore("postgresql+psycopg://celery@127.0.0.1:1/test")
+
+    with pytest.raises(CheckpointStoreError) as raised:
+        store.claim("task-1", "t", "o", 60)
+
+    assert raised.value.transient is True
+
+
+def test_a_password_in_the_query_string_never_shows() -> None:
+    url = "postgresql+psycopg://celery@127.0.0.1:1/test?password=s3cr3t-pw&sslmode=disable"
+    store = CheckpointStore(url)
+
+    with pytest.raises(CheckpointStoreError) as raised:
+        store.claim("task-42", "t", "o", 60)
+
+    assert "s3cr3t-pw" not in str(raised.value)
+    assert "s3cr3t-pw" not in repr(store)
+    assert "password=***" in repr(store)
+
+
+def test_a_table_of_version_0_1_is_upgraded_on_first_use(store_url: str, table_name: str) -> None:
+    # Given a checkpoint table as version 0.1 created it, with a row in it
+    engine = sa.create_engine(store_url)
+    json_type = "JSONB" if engine.dialect.name == "postgresql" else "JSON"
+    time_type = "DATETIME(6)" if engine.dialect.name in ("mysql", "mariadb") else "TIMESTAMP"
+    cursor = engine.dialect.identifier_preparer.quote("cursor")
+    with engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                f"CREATE TABLE {table_name} (task_id VARCHAR(255) PRIMARY KEY, "
+                f"task_name VARCHAR(255) NOT NULL, status VARCHAR(16) NOT NULL, "
+                f"finished_steps {json_type} NOT NULL, current_step VARCHAR(255), "
+                f"{cursor} {json_type}, interruptions INTEGER NOT NULL, owner VARCHAR(64), "
+                f"lease_expires_at {time_type}, created_at {time_type} NOT NULL, "
+                f"updated_at {time_type} NOT NULL)"
+            )
+        )
+        connection.execute(
+            sa.text(
+                f"INSERT INTO {table_name} VALUES ('Old-1', 't', 'interrupted', "
+                "'[{\"name\": \"a\", \"result\": 1}]', 'b', '5', 1, NULL, NULL, "
+                "'2026-01-01 00:00:00', '2026-01-01 00:00:00')"
+            )
+        )
+    engine.dispose()
+    try:
+        # When the new version uses it
+        store = CheckpointStore(store_url, table_name)
+        resumed = store.claim("Old-1", "t", "o", 60)
+        other = store.claim("old-1", "t", "o2", 60, {"args": [1], "kwargs": {}})
+
+        # Then the old row resumes and ids compare exactly
+        assert resumed.claimed
+        assert resumed.checkpoint.state == State(resumed.checkpoint.finished_steps, "b", 5, 1)
+        assert [s.name for s in resumed.checkpoint.finished_steps] == ["a"]
+        assert other.claimed and other.checkpoint.finished_steps == ()
+        assert other.checkpoint.request is not None
+    finally:
+        drop_table(store_url, table_name)
