@@ -1,4 +1,8 @@
-"""The state of one run of a resumable task: steps, cursors, boundaries, validation."""
+"""The state of one run of a resumable task: steps, cursors, boundaries, validation.
+
+``Run`` is the only place where a run's state changes; the step functions, the
+transactional writes and ResumableTask call its methods.
+"""
 
 from __future__ import annotations
 
@@ -7,22 +11,25 @@ import datetime as dt
 import logging
 import time
 import uuid
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from contextvars import ContextVar
-from typing import TYPE_CHECKING, Any, Literal
+from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from . import _worker, signals
 from ._records import FinishedStep, State, Status
 from ._store import CheckpointStore
 from ._types import JSONValue
 from .errors import (
+    AlreadyCompleted,
     CheckpointStoreError,
     DuplicateStepError,
+    LeaseBusy,
     LeaseLostError,
     NestedStepError,
     NotInResumableTaskError,
     NotInStepError,
     StepMismatchError,
+    StoreUnavailable,
     TaskInterrupted,
 )
 
@@ -31,7 +38,7 @@ if TYPE_CHECKING:
 
     from ._config import ResumableConfig
 
-__all__ = ["AlreadyCompleted", "Boundary", "LeaseBusy", "Run", "StepStart", "current_run"]
+__all__ = ["Boundary", "Run", "StepStart", "TxChange", "current_run", "running"]
 
 logger = logging.getLogger("celery_resumable")
 
@@ -46,26 +53,6 @@ _current: ContextVar[Run | None] = ContextVar("celery_resumable_run", default=No
 _RETRY_DELAYS = (0.2, 0.5, 1.0)
 
 
-class AlreadyCompleted(BaseException):
-    """Raised when a delivery finds its task id completed by an earlier run."""
-
-
-class LeaseBusy(BaseException):
-    """Raised when another live run holds the task's lease; ``wait`` seconds until it expires."""
-
-    def __init__(self, wait: float) -> None:
-        super().__init__(wait)
-        self.wait = wait
-
-
-class StoreUnavailable(BaseException):
-    """Raised when the checkpoint cannot be loaded; the task is deferred, not run blind."""
-
-    def __init__(self, error: CheckpointStoreError) -> None:
-        super().__init__(str(error))
-        self.error = error
-
-
 @dataclasses.dataclass(frozen=True)
 class StepStart:
     """What ``Run.begin`` decided: skip with a stored result, or run from a cursor."""
@@ -73,6 +60,17 @@ class StepStart:
     skipped: bool
     result: JSONValue = None
     cursor: JSONValue = None
+
+
+@dataclasses.dataclass(eq=False)
+class TxChange:
+    """A change written in the caller's transaction: a step's cursor, or its finish."""
+
+    step: str
+    finish: bool
+    value: JSONValue
+    state: State
+    consumed: bool = False  # the run went past it (the step ended) before the commit
 
 
 def running() -> Run | None:
@@ -89,7 +87,11 @@ def current_run(function: str) -> Run:
 
 
 class Run:
-    """One execution of a resumable task, from its first step to its end."""
+    """One execution of a resumable task, from its claim to its end.
+
+    ``finished``, ``in_progress``, ``active`` and ``interruptions`` are read by the step
+    functions and the testing helpers; they change only through the methods below.
+    """
 
     def __init__(
         self,
@@ -97,46 +99,63 @@ class Run:
         task_id: str | None,
         config: ResumableConfig,
         store: CheckpointStore | None,
+        *,
+        stoppable: bool = True,
     ) -> None:
         self.task = task
         self.task_id = task_id
         self.store = store if task_id is not None else None
         self.lease_seconds = config.lease_seconds
-        self.interval = config.checkpoint_interval
         self.owner = uuid.uuid4().hex
         self.started = time.monotonic()
-        self.deadline = None if config.max_runtime is None else self.started + config.max_runtime
-        self.loaded = False
         self.finished: list[FinishedStep] = []
         self.in_progress: tuple[str, JSONValue] | None = None
         self.active: str | None = None
         self.cursor_label = ""  # how errors name the running step's cursor
-        self.abandoned: str | None = None
-        self.position = 0
-        self.seen: set[str] = set()
         self.interruptions = 0
-        self.dirty = False
-        self.progressed = False
-        self.last_write = self.started
-        self.lease_lost = False
-        self.released = False
-        # Transactional writes: how many were made, the step one of them finished, and
-        # whether the latest commit may still have failed after its commit event.
-        self.tx_writes = 0
-        self.finished_by_tx: str | None = None
-        self.unconfirmed = False
+        self._interval = config.checkpoint_interval
+        self._deadline = None if config.max_runtime is None else self.started + config.max_runtime
+        self._claimed = False
+        self._stoppable = stoppable
+        self._abandoned: str | None = None
+        self._position = 0
+        self._seen: set[str] = set()
+        self._dirty = False
+        self._progressed = False
+        self._last_write = self.started
+        # The lease as this process knows it: until when it is surely ours (monotonic),
+        # whether another run took it, whether an operator reset the task.
+        self._lease_until = float("inf")
+        self._lease_lost = False
+        self._reset = False
+        self._released = False
+        # Transactional writes whose transaction has not ended yet; whether the latest
+        # commit may still have failed after its commit event; whether a rolled-back
+        # transaction left the run ahead of the stored row.
+        self._open_tx: list[TxChange] = []
+        self._finished_by_tx: str | None = None
+        self._unconfirmed = False
+        self._diverged = False
 
-    # -- loading -------------------------------------------------------------------
+    @property
+    def claimed(self) -> bool:
+        """Whether this run holds the task's lease (always False for direct calls)."""
+        return self._claimed
 
-    def ensure_loaded(self) -> None:
-        """Claim the task's lease and load its checkpoint (once, at the first step)."""
-        if self.loaded:
-            return
+    # -- claim ---------------------------------------------------------------------
+
+    def claim(self, request: Mapping[str, Any] | None = None) -> None:
+        """Take the task's lease and load its checkpoint, before the task body runs.
+
+        Raises StoreUnavailable, AlreadyCompleted or LeaseBusy instead of running.
+        """
         if self.store is None or self.task_id is None:
-            self.loaded = True
             return
+        sent = time.monotonic()
         try:
-            claim = self.store.claim(self.task_id, self.task.name, self.owner, self.lease_seconds)
+            claim = self.store.claim(
+                self.task_id, self.task.name, self.owner, self.lease_seconds, request
+            )
         except CheckpointStoreError as exc:
             raise StoreUnavailable(exc) from None
         checkpoint = claim.checkpoint
@@ -146,12 +165,13 @@ class Run:
             expires = checkpoint.lease_expires_at
             wait = self.lease_seconds if expires is None else _seconds_until(expires)
             raise LeaseBusy(min(max(wait, 1.0), self.lease_seconds))
-        self.loaded = True
+        self._claimed = True
+        self._lease_until = sent + self.lease_seconds
         self.finished = list(checkpoint.finished_steps)
         if checkpoint.current_step is not None:
             self.in_progress = (checkpoint.current_step, checkpoint.cursor)
         self.interruptions = checkpoint.interruptions
-        self.last_write = time.monotonic()
+        self._last_write = time.monotonic()
         _worker.keeper.add(self)
         if (self.finished or self.in_progress) and signals.task_resumed.receivers:
             signals.task_resumed.send(
@@ -169,15 +189,14 @@ class Run:
             raise TypeError(f"a step name must be a non-empty string, not {name!r}")
         if self.active is not None:
             raise NestedStepError(self.active, name)
-        if name in self.seen:
+        if name in self._seen:
             raise DuplicateStepError(name)
-        self.ensure_loaded()
-        self.unconfirmed = False
-        if self.abandoned is not None:
+        self._unconfirmed = False
+        if self._abandoned is not None:
             self._settle_abandoned()
-        self.seen.add(name)
-        index = self.position
-        self.position += 1
+        self._seen.add(name)
+        index = self._position
+        self._position += 1
         if index < len(self.finished):
             expected = self.finished[index].name
             if expected != name:
@@ -189,6 +208,8 @@ class Run:
             recorded, cursor = self.in_progress
             if recorded != name:
                 raise StepMismatchError(self.task_id or "?", recorded, name)
+        if self.in_progress is None:
+            self._dirty = True  # the row learns which step is in progress
         self.in_progress = (name, cursor)
         self.active = name
         self.cursor_label = f"the cursor of step {name!r}"
@@ -200,26 +221,32 @@ class Run:
         """Record the encoded cursor of the running step; a boundary."""
         if self.active is None:
             raise NotInStepError("set_cursor")
-        self.unconfirmed = False
+        self._unconfirmed = False
         self.in_progress = (self.active, cursor)
-        self.dirty = True
-        self.progressed = True
+        self._dirty = True
+        self._progressed = True
         self.boundary("cursor")
 
     def finish(self, name: str, result: JSONValue) -> None:
         """Record step ``name`` as finished with its encoded result; a boundary.
 
-        A step already finished by ``set_step_tx`` keeps the result stored there.
+        A step finished by ``set_step_tx`` keeps the result given there, whether its
+        transaction committed inside the step or commits after it.
         """
-        self.unconfirmed = False
-        if self.finished_by_tx == name:
-            self.finished_by_tx = None
+        self._unconfirmed = False
+        if self._finished_by_tx == name:
+            self._finished_by_tx = None
         else:
+            for change in self._open_tx:
+                if change.step == name:
+                    change.consumed = True
+                    if change.finish:
+                        result = change.value
             self.finished.append(FinishedStep(name, result))
         self.in_progress = None
         self.active = None
-        self.dirty = True
-        self.progressed = True
+        self._dirty = True
+        self._progressed = True
         self._send(signals.step_finished, step=name)
         self.boundary("step_end")
 
@@ -227,102 +254,204 @@ class Run:
         """Leave step ``name`` unfinished: its function raised or its loop was left."""
         if self.active == name:
             self.active = None
-            self.abandoned = name
+            self._abandoned = name
 
     def _settle_abandoned(self) -> None:
         # The task went on after a step stopped early (a caught error, a loop left with
         # break): the step is over for this task, so record it as finished.
-        name = self.abandoned
-        self.abandoned = None
+        name = self._abandoned
+        self._abandoned = None
         if name is not None and self.in_progress is not None and self.in_progress[0] == name:
             logger.debug("task %s: step %r ended early and the task went on", self.task_id, name)
             self.finished.append(FinishedStep(name, None))
             self.in_progress = None
-            self.dirty = True
+            self._dirty = True
+
+    # -- transactional writes ------------------------------------------------------
+
+    def tx_change(self, function: str, finish: bool, value: JSONValue) -> TxChange:
+        """Prepare a write of the running step's cursor or finish in the caller's transaction.
+
+        Raises NotInStepError outside a step, and stops the run (before anything is
+        written, so the caller's transaction rolls back) when it must stop.
+        """
+        if self.active is None:
+            raise NotInStepError(function)
+        name = self.active
+        # Code went on after the last commit, so that commit succeeded.
+        self._unconfirmed = False
+        self.check_stop("cursor")
+        if finish:
+            state = State(
+                (*self.finished, FinishedStep(name, value)), None, None, self.interruptions
+            )
+        else:
+            state = State(tuple(self.finished), name, value, self.interruptions)
+        return TxChange(name, finish, value, state)
+
+    def tx_written(self, change: TxChange) -> None:
+        """The change was written in the caller's transaction, which has not ended yet."""
+        self._open_tx.append(change)
+
+    def tx_lost(self) -> NoReturn:
+        """A transactional write found the lease taken or the task reset."""
+        self._raise_lost()
+
+    def tx_committed(self, change: TxChange) -> None:
+        """The caller's transaction committed ``change``: the run's state follows it."""
+        if change not in self._open_tx:
+            return
+        self._open_tx.remove(change)
+        if not change.consumed and self.active == change.step:
+            if change.finish:
+                self.finished.append(FinishedStep(change.step, change.value))
+                self.in_progress = None
+                self._finished_by_tx = change.step
+            else:
+                self.in_progress = (change.step, change.value)
+                self._progressed = True
+        self._dirty = self.state() != change.state
+        self._unconfirmed = True
+        self._last_write = time.monotonic()
+
+    def tx_rolled_back(self, change: TxChange) -> None:
+        """The caller's transaction rolled ``change`` back."""
+        if change not in self._open_tx:
+            return
+        self._open_tx.remove(change)
+        if change.consumed:
+            # The step ended while its transaction was open and that transaction then
+            # rolled back: the stored row, not this run's memory, holds the truth.
+            self._diverged = True
 
     # -- boundaries and writes -----------------------------------------------------
 
     def boundary(self, kind: Boundary) -> None:
         """Stop if the run must stop; write the checkpoint if the interval has passed."""
-        self.check_stop(kind)
-        if self.dirty and self.interval is not None:
-            now = time.monotonic()
-            if now - self.last_write >= self.interval:
-                self._periodic_write(now)
+        now = time.monotonic()
+        self.check_stop(kind, now)
+        if self._dirty and self._interval is not None and now - self._last_write >= self._interval:
+            self._periodic_write(now)
 
-    def check_stop(self, kind: Boundary) -> None:
+    def check_stop(self, kind: Boundary, now: float | None = None) -> None:
         """Raise TaskInterrupted if the run must stop here, LeaseLostError if it lost its lease."""
-        if self.lease_lost:
+        if self._lease_lost:
             raise LeaseLostError(self.task_id or "?")
+        if self._reset:
+            raise TaskInterrupted("reset")
+        if not self._stoppable:
+            return
+        if now is None:
+            now = time.monotonic()
+        if now >= self._lease_until:
+            # Renewals failed for a whole lease: another run may hold the task now.
+            raise TaskInterrupted("lease_expired")
         if _worker.shutdown_requested():
             raise TaskInterrupted("shutdown")
-        if self.deadline is not None and self.progressed and time.monotonic() >= self.deadline:
+        if self._deadline is not None and self._progressed and now >= self._deadline:
             raise TaskInterrupted("max_runtime")
         for hook in interrupt_hooks:
             if hook(self, kind):
                 raise TaskInterrupted("requested")
 
     def _periodic_write(self, now: float) -> None:
+        if self._open_tx or self._diverged:
+            return  # the caller's open transaction holds the row: write after it ends
         try:
             self.write("running")
         except CheckpointStoreError as exc:
             # Retry at a later boundary, at most once a second while the store is down.
             logger.warning("checkpoint write failed; the task goes on: %s", exc)
-            self.last_write = now - (self.interval or 0.0) + min(self.interval or 1.0, 1.0)
+            interval = self._interval or 0.0
+            self._last_write = now - interval + min(interval or 1.0, 1.0)
 
     def state(self) -> State:
         """The progress to write."""
         name, cursor = self.in_progress if self.in_progress is not None else (None, None)
         return State(tuple(self.finished), name, cursor, self.interruptions)
 
-    def write(self, status: Status, *, release: bool = False, attempts: int = 1) -> bool:
+    def count_interruption(self) -> int:
+        """Count one more interruption of the task; returns the new count."""
+        self.interruptions += 1
+        self._dirty = True
+        return self.interruptions
+
+    def write(
+        self, status: Status, *, release: bool = False, attempts: int = 1, progress: bool = True
+    ) -> bool:
         """Write the checkpoint fenced on the lease; False when there is nothing to write to.
 
-        Raises LeaseLostError when another run holds the lease, CheckpointStoreError when
-        the store failed ``attempts`` times.
+        Without ``progress`` only the status and the interruption count are written.
+
+        Raises LeaseLostError when another run holds the lease, TaskInterrupted("reset")
+        when an operator reset the task, CheckpointStoreError when the store failed
+        ``attempts`` times.
         """
-        if self.store is None or self.task_id is None or not self.loaded or self.released:
+        if self.store is None or self.task_id is None or not self._claimed or self._released:
             return False
-        if self.unconfirmed and status != "completed":
-            # The last transactional commit may have failed after its commit event:
-            # the stored row is the truth, so only give the lease up.
-            return self._release_only(release)
+        # After a commit that may have failed, or a rolled-back transaction the run went
+        # past, the stored row is the truth: only the status and the count change.
+        progress = progress and (status == "completed" or not (self._unconfirmed or self._diverged))
+        sent = time.monotonic()
         for attempt in range(attempts):
             try:
-                saved = self.store.save(
-                    self.task_id,
-                    self.owner,
-                    self.state(),
-                    status=status,
-                    lease_seconds=None if release else self.lease_seconds,
-                )
+                saved = self._save(status, release, progress)
             except CheckpointStoreError:
                 if attempt + 1 >= attempts:
                     raise
                 time.sleep(_RETRY_DELAYS[min(attempt, len(_RETRY_DELAYS) - 1)])
                 continue
             if not saved:
-                self.lease_lost = True
-                raise LeaseLostError(self.task_id)
-            self.dirty = False
-            self.released = release
-            self.last_write = time.monotonic()
+                self._raise_lost()
+            if progress and not release:
+                self._lease_until = sent + self.lease_seconds
+            self._dirty = False
+            self._released = release
+            self._last_write = time.monotonic()
             return True
         return False  # pragma: no cover - the loop returns or raises
 
-    def _release_only(self, release: bool) -> bool:
-        if release and self.store is not None and self.task_id is not None:
-            self.store.release(self.task_id, self.owner)
-            self.released = True
-        return False
+    def _save(self, status: Status, release: bool, progress: bool) -> bool:
+        store, task_id = self.store, self.task_id
+        if store is None or task_id is None:
+            return True
+        if not progress:
+            if not release:
+                return True  # nothing of the progress can be written yet
+            return store.mark(task_id, self.owner, status, self.interruptions)
+        lease = None if release else self.lease_seconds
+        return store.save(task_id, self.owner, self.state(), status=status, lease_seconds=lease)
+
+    def _raise_lost(self) -> NoReturn:
+        """A fenced write matched nothing: find out why and stop accordingly."""
+        if self.store is None or self.task_id is None:
+            raise LeaseLostError(self.task_id or "?")
+        if self._reset or not self.store.exists(self.task_id):
+            self._reset = True
+            self._released = True
+            raise TaskInterrupted("reset")
+        self._lease_lost = True
+        raise LeaseLostError(self.task_id)
+
+    def forget(self) -> None:
+        """Delete the task's checkpoint while holding its lease (the task is replaced)."""
+        if self.store is None or self.task_id is None or not self._claimed or self._released:
+            return
+        self.store.forget(self.task_id, self.owner)
+        self._released = True
 
     def renew_lease(self) -> None:
         """Extend the lease (called by the lease keeper thread)."""
-        if self.store is None or self.task_id is None or self.lease_lost:
+        if self.store is None or self.task_id is None or self._lease_lost or self._released:
             return
+        sent = time.monotonic()
         try:
-            if not self.store.renew(self.task_id, self.owner, self.lease_seconds):
-                self.lease_lost = True
+            if self.store.renew(self.task_id, self.owner, self.lease_seconds):
+                self._lease_until = sent + self.lease_seconds
+            elif self.store.exists(self.task_id):
+                self._lease_lost = True
+            else:
+                self._reset = True
         except CheckpointStoreError as exc:
             logger.warning("lease renewal failed; retrying: %s", exc)
 

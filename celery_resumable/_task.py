@@ -3,45 +3,38 @@
 from __future__ import annotations
 
 import logging
+import random
+import time
 from typing import Any, NoReturn
 
-from celery import Celery, Task
+from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 
 from . import _context, _worker, signals
 from ._config import ResumableConfig, config_for
-from ._context import AlreadyCompleted, LeaseBusy, Run, StoreUnavailable
+from ._context import Run
 from ._records import Status
-from ._store import CheckpointStore
+from ._store import store_for
 from .errors import (
+    AlreadyCompleted,
     CheckpointStoreError,
+    LeaseBusy,
     LeaseLostError,
     StepMismatchError,
+    StoreUnavailable,
     TaskInterrupted,
     TooManyInterruptionsError,
 )
 
-__all__ = ["ResumableTask", "checkpoint_store", "store_for"]
+__all__ = ["ResumableTask"]
 
 logger = logging.getLogger("celery_resumable")
 
-_STORE_RETRY_SECONDS = 5.0
-_STORES: dict[tuple[str, str, bool, float], CheckpointStore] = {}
-
-
-def store_for(config: ResumableConfig) -> CheckpointStore:
-    """Return the store for ``config``, one per URL and table in a process."""
-    key = (config.store_url, config.table_name, config.create_tables, config.keep_completed)
-    store = _STORES.get(key)
-    if store is None:
-        store = CheckpointStore(
-            config.store_url,
-            config.table_name,
-            create_tables=config.create_tables,
-            keep_completed=config.keep_completed,
-        )
-        _STORES[key] = store
-    return store
+# Message headers of a task deferred because its store could not be reached: since when
+# (wall clock, seconds) and how many times, to bound the wait and back off.
+_DEFERRED_SINCE = "resumable_deferred_since"
+_DEFERRED_TIMES = "resumable_deferred_times"
+_MAX_BACKOFF = 60.0
 
 
 class ResumableTask(Task):  # type: ignore[misc]
@@ -63,14 +56,17 @@ class ResumableTask(Task):  # type: ignore[misc]
     def __call__(self, *args: Any, **kwargs: Any) -> Any:
         request = self.request
         config = self.resumable_config
-        task_id = None if request.called_directly else request.id
-        if task_id is not None and not request.is_eager and _worker.shutdown_requested():
+        if request.called_directly:
+            return self._call_directly(config, args, kwargs)
+        task_id = request.id
+        if not request.is_eager and _worker.shutdown_requested():
             # A delivery that reaches a stopping worker goes back untouched and uncounted.
             logger.info("task %s[%s] received while stopping; re-queued", self.name, task_id)
             self._requeue(None)
-        run = Run(self, task_id, config, store_for(config) if task_id else None)
+        run = Run(self, task_id, config, store_for(config))
         token = _context.enter(run)
         try:
+            run.claim(_request_record(request))
             result = super().__call__(*args, **kwargs)
         except TaskInterrupted as stop:
             self._on_interrupt(run, stop)
@@ -85,15 +81,16 @@ class ResumableTask(Task):  # type: ignore[misc]
                 raise Ignore() from None
             self._requeue(busy.wait)
         except StoreUnavailable as unavailable:
-            logger.error("task %s[%s] deferred: %s", self.name, task_id, unavailable.error)
-            if request.is_eager or task_id is None:
-                raise unavailable.error from None
-            self._requeue(_STORE_RETRY_SECONDS)
+            self._on_store_unavailable(unavailable.error)
         except LeaseLostError as lost:
             logger.warning("%s", lost)
             raise Ignore() from None
-        except (Retry, StepMismatchError):
-            raise  # a retry saved before publishing; a mismatch keeps the record as it is
+        except Retry:
+            raise  # saved before the retry was published
+        except StepMismatchError:
+            # The code changed under the checkpoint: keep its progress for the operator.
+            self._save_quietly(run, "failed", progress=False)
+            raise
         except BaseException:
             self._save_quietly(run, "failed")
             raise
@@ -103,7 +100,31 @@ class ResumableTask(Task):  # type: ignore[misc]
         self._on_success(run)
         return result
 
-    def retry(self, *args: Any, exc: BaseException | None = None, **kwargs: Any) -> Any:
+    def _call_directly(self, config: ResumableConfig, args: Any, kwargs: Any) -> Any:
+        """Run the body as a plain function call: nothing is stored.
+
+        Inside another resumable run, the run-stopping exceptions reach that run, which
+        saves and re-queues; outside one, a direct call never stops early.
+        """
+        outer = _context.running()
+        run = Run(self, None, config, None, stoppable=outer is not None)
+        token = _context.enter(run)
+        try:
+            return super().__call__(*args, **kwargs)
+        finally:
+            _context.leave(token)
+
+    def retry(
+        self,
+        args: Any = None,
+        kwargs: Any = None,
+        exc: BaseException | None = None,
+        throw: bool = True,
+        eta: Any = None,
+        countdown: float | None = None,
+        max_retries: int | None = None,
+        **options: Any,
+    ) -> Any:
         """Celery's ``retry``, saving the checkpoint first so the retry resumes from it.
 
         A StepMismatchError or LeaseLostError is raised as it is, not retried.
@@ -113,13 +134,29 @@ class ResumableTask(Task):  # type: ignore[misc]
         run = _context.running()
         if run is not None and run.task is self:
             self._save_quietly(run, "failed")
-        return super().retry(*args, exc=exc, **kwargs)
+        return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+
+    def on_replace(self, sig: Any) -> Any:
+        """Celery's replacement hook: the replacement starts fresh under this task id.
+
+        The checkpoint of the replaced run is deleted before the replacement is sent.
+        """
+        run = _context.running()
+        if run is not None and run.task is self:
+            run.forget()
+        return super().on_replace(sig)
 
     # -- outcomes ------------------------------------------------------------------
 
     def _on_success(self, run: Run) -> None:
         try:
             run.write("completed", release=True, attempts=3)
+        except TaskInterrupted:
+            logger.warning(
+                "task %s[%s] finished while its checkpoint was reset; its result stands",
+                self.name,
+                run.task_id,
+            )
         except LeaseLostError as lost:
             logger.warning("%s", lost)
         except CheckpointStoreError as exc:
@@ -127,46 +164,82 @@ class ResumableTask(Task):  # type: ignore[misc]
             logger.error("could not mark the checkpoint completed: %s", exc)
 
     def _on_interrupt(self, run: Run, stop: TaskInterrupted) -> NoReturn:
-        run.interruptions += 1
-        limit = self.resumable_config.max_interruptions
-        if run.interruptions > limit:
-            error = TooManyInterruptionsError(run.task_id or "?", run.interruptions, limit)
-            self._save_quietly(run, "failed")
-            raise error from None
         saved = False
-        try:
-            saved = run.write("interrupted", release=True, attempts=3)
-        except LeaseLostError as lost:
-            logger.warning("%s", lost)
-            raise Ignore() from None
-        except CheckpointStoreError as exc:
-            logger.error("interrupted run could not save; it resumes from its last write: %s", exc)
+        if stop.reason != "reset":  # a reset task has no row left: it starts over
+            limit = self.resumable_config.max_interruptions
+            count = run.count_interruption()
+            if count > limit:
+                error = TooManyInterruptionsError(run.task_id or "?", count, limit)
+                self._save_quietly(run, "failed")
+                raise error from None
+            try:
+                saved = run.write("interrupted", release=True, attempts=3)
+            except LeaseLostError as lost:
+                logger.warning("%s", lost)
+                raise Ignore() from None
+            except TaskInterrupted:
+                pass  # reset while stopping: the next run starts over
+            except CheckpointStoreError as exc:
+                logger.error(
+                    "interrupted run could not save; it resumes from its last write: %s", exc
+                )
+        step = run.in_progress[0] if run.in_progress else None
         logger.info(
             "task %s[%s] interrupted (%s) in step %r; re-queued",
             self.name,
             run.task_id,
             stop.reason,
-            run.in_progress[0] if run.in_progress else None,
+            step,
         )
         if signals.task_interrupted.receivers:
             signals.task_interrupted.send(
-                sender=self,
-                task_id=run.task_id,
-                reason=stop.reason,
-                step=run.in_progress[0] if run.in_progress else None,
-                saved=saved,
+                sender=self, task_id=run.task_id, reason=stop.reason, step=step, saved=saved
             )
-        if self.request.is_eager or run.task_id is None:
+        if self.request.is_eager:
             # No broker to go back to: the caller runs the task again to resume it.
             raise Ignore()
         self._requeue(None)
 
-    def _requeue(self, countdown: float | None) -> NoReturn:
-        """Publish this request again under the same id and retry count, then end this run."""
+    def _on_store_unavailable(self, error: CheckpointStoreError) -> NoReturn:
+        """Fail at once on a permanent store fault; defer with backoff while it is unreachable."""
         request = self.request
+        if not error.transient or request.is_eager:
+            logger.error("task %s[%s] failed: %s", self.name, request.id, error)
+            raise error from None
+        now = time.time()
+        since = _number(getattr(request, _DEFERRED_SINCE, None), now)
+        times = int(_number(getattr(request, _DEFERRED_TIMES, None), 0))
+        remaining = self.resumable_config.store_wait - (now - since)
+        if remaining <= 0:
+            logger.error(
+                "task %s[%s] failed: the checkpoint store was unreachable for %.0fs: %s",
+                self.name,
+                request.id,
+                now - since,
+                error,
+            )
+            raise error from None
+        delay = min(2.0**times, _MAX_BACKOFF, remaining) * random.uniform(0.8, 1.0)
+        logger.error("task %s[%s] deferred %.1fs: %s", self.name, request.id, delay, error)
+        self._requeue(delay, {_DEFERRED_SINCE: since, _DEFERRED_TIMES: times + 1})
+
+    def _requeue(self, countdown: float | None, deferral: dict[str, Any] | None = None) -> NoReturn:
+        """Publish this request again under the same id and retry count, then end this run.
+
+        Everything of the request is kept except ``expires``: a started task does not
+        expire because it was interrupted.
+        """
+        request = self.request
+        headers = {
+            name: value
+            for name, value in (request.headers or {}).items()
+            if name not in (_DEFERRED_SINCE, _DEFERRED_TIMES)
+        }
+        headers.update(deferral or {})
         signature = self.signature_from_request(
-            request, countdown=countdown, retries=request.retries
+            request, countdown=countdown, retries=request.retries, expires=None
         )
+        signature.options["headers"] = headers
         try:
             signature.apply_async()
         except Exception as exc:  # noqa: BLE001 - the broker's own errors vary by transport
@@ -174,17 +247,26 @@ class ResumableTask(Task):  # type: ignore[misc]
             raise Reject(exc, requeue=True) from None
         raise Ignore()
 
-    def _save_quietly(self, run: Run, status: Status) -> None:
+    def _save_quietly(self, run: Run, status: Status, *, progress: bool = True) -> None:
         try:
-            run.write(status, release=True, attempts=2)
-        except (CheckpointStoreError, LeaseLostError) as exc:
+            run.write(status, release=True, attempts=2, progress=progress)
+        except (CheckpointStoreError, LeaseLostError, TaskInterrupted) as exc:
             logger.error("could not save the checkpoint: %s", exc)
 
 
-def checkpoint_store(app: Celery) -> CheckpointStore:
-    """Return the checkpoint store configured by ``app.conf`` (``resumable_store_url``).
+def _request_record(request: Any) -> dict[str, Any]:
+    """What ``celery resumable retry`` needs to send the task again."""
+    delivery = request.delivery_info or {}
+    return {
+        "args": list(request.args or ()),
+        "kwargs": dict(request.kwargs or {}),
+        "exchange": delivery.get("exchange"),
+        "routing_key": delivery.get("routing_key"),
+        "priority": delivery.get("priority"),
+    }
 
-    The store reads and manages checkpoints: ``get(task_id)``, ``list(...)``,
-    ``reset(task_id)`` and ``purge(...)``.
-    """
-    return store_for(config_for(app))
+
+def _number(value: Any, default: float) -> float:
+    return (
+        float(value) if isinstance(value, int | float) and not isinstance(value, bool) else default
+    )

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import time
 import weakref
 from collections.abc import Callable
 
@@ -12,8 +11,7 @@ from sqlalchemy.orm import Session
 
 from ._codec import encode
 from ._context import Run, current_run
-from ._records import FinishedStep, State
-from .errors import LeaseLostError, NotInStepError
+from .errors import NotInStepError
 
 __all__ = ["set_step_cursor_tx", "set_step_tx"]
 
@@ -23,20 +21,14 @@ def set_step_tx(conn: Connection | Session, result: object = None) -> None:
 
     The checkpoint commits or rolls back with the caller's writes; the run's state
     changes only when the transaction commits. A skipped step then returns ``result``.
+    The transaction may end inside the step or after it returns.
     Raises NotInStepError, NotInResumableTaskError, CursorEncodeError,
-    CheckpointStoreError (no checkpoint table or row in ``conn``'s database),
-    LeaseLostError, and TaskInterrupted (before writing) when the run must stop.
+    CheckpointStoreError (no checkpoint table or row in ``conn``'s database; an error of
+    the caller's database is its ``__cause__``), LeaseLostError, and TaskInterrupted
+    (before writing) when the run must stop.
     """
-    run, name = _running_step("set_step_tx")
-    encoded = encode(result, f"the result of step {name!r}")
-    state = State((*run.finished, FinishedStep(name, encoded)), None, None, run.interruptions)
-
-    def apply() -> None:
-        run.finished.append(FinishedStep(name, encoded))
-        run.in_progress = None
-        run.finished_by_tx = name
-
-    _write(run, conn, state, apply)
+    run = current_run("set_step_tx")
+    _write(run, conn, "set_step_tx", True, result, "the result")
 
 
 def set_step_cursor_tx(conn: Connection | Session, cursor: object) -> None:
@@ -45,25 +37,8 @@ def set_step_cursor_tx(conn: Connection | Session, cursor: object) -> None:
     Like ``set_step_tx``: the cursor commits or rolls back with the caller's writes and
     the run's state changes only on commit. Raises what ``set_step_tx`` raises.
     """
-    run, name = _running_step("set_step_cursor_tx")
-    encoded = encode(cursor, f"the cursor of step {name!r}")
-    state = State(tuple(run.finished), name, encoded, run.interruptions)
-
-    def apply() -> None:
-        run.in_progress = (name, encoded)
-        run.progressed = True
-
-    _write(run, conn, state, apply)
-
-
-def _running_step(function: str) -> tuple[Run, str]:
-    run = current_run(function)
-    if run.active is None:
-        raise NotInStepError(function)
-    # Stopping here rolls the caller's transaction back: its work is redone, never lost.
-    run.check_stop("cursor")
-    run.unconfirmed = False  # code went on after the last commit, so it succeeded
-    return run, run.active
+    run = current_run("set_step_cursor_tx")
+    _write(run, conn, "set_step_cursor_tx", False, cursor, "the cursor")
 
 
 def _connection_of(conn: Connection | Session) -> Connection:
@@ -74,51 +49,55 @@ def _connection_of(conn: Connection | Session) -> Connection:
     raise TypeError(f"expected a SQLAlchemy Connection or Session, not {type(conn).__qualname__}")
 
 
-def _write(run: Run, conn: Connection | Session, state: State, apply: Callable[[], None]) -> None:
+def _write(
+    run: Run, conn: Connection | Session, function: str, finish: bool, value: object, what: str
+) -> None:
     connection = _connection_of(conn)
+    step = run.active
+    if step is None:
+        raise NotInStepError(function)
+    encoded = encode(value, f"{what} of step {step!r}")
+    # Validates the call and stops the run here, before anything is written.
+    change = run.tx_change(function, finish, encoded)
     store = run.store
-    if store is None or run.task_id is None:
+    if store is None or run.task_id is None or not run.claimed:
         return  # a direct call: nothing is persisted, like every other write
-    run.ensure_loaded()
-    task_id = run.task_id
-    if not store.save_in_transaction(connection, task_id, run.owner, state, run.lease_seconds):
-        run.lease_lost = True
-        raise LeaseLostError(task_id)
-    run.tx_writes += 1
-    _on_commit(connection, run, run.tx_writes, apply)
+    if not store.save_in_transaction(
+        connection, run.task_id, run.owner, change.state, run.lease_seconds
+    ):
+        run.tx_lost()
+    run.tx_written(change)
+    _on_end(connection, lambda: run.tx_committed(change), lambda: run.tx_rolled_back(change))
 
 
-def _on_commit(connection: Connection, run: Run, sequence: int, apply: Callable[[], None]) -> None:
-    def committed() -> None:
-        if run.tx_writes == sequence:
-            apply()
-            run.dirty = False
-            run.unconfirmed = True
-            run.last_write = time.monotonic()
+# What to do when a connection's transaction ends; one listener pair per connection.
+_pending: weakref.WeakKeyDictionary[
+    Connection, list[tuple[Callable[[], None], Callable[[], None]]]
+] = weakref.WeakKeyDictionary()
 
+
+def _on_end(
+    connection: Connection, committed: Callable[[], None], rolled_back: Callable[[], None]
+) -> None:
     callbacks = _pending.get(connection)
     if callbacks is None:
         callbacks = _pending[connection] = []
         event.listen(connection, "commit", _committed)
         event.listen(connection, "rollback", _rolled_back)
-    callbacks.append(committed)
-
-
-# What to apply when a connection's transaction commits; one listener pair per connection.
-_pending: weakref.WeakKeyDictionary[Connection, list[Callable[[], None]]] = (
-    weakref.WeakKeyDictionary()
-)
+    callbacks.append((committed, rolled_back))
 
 
 def _committed(connection: Connection) -> None:
     callbacks = _pending.get(connection)
     if callbacks:
-        applied, callbacks[:] = list(callbacks), []
-        for apply in applied:
-            apply()
+        ended, callbacks[:] = list(callbacks), []
+        for committed, _ in ended:
+            committed()
 
 
 def _rolled_back(connection: Connection) -> None:
     callbacks = _pending.get(connection)
     if callbacks:
-        callbacks.clear()
+        ended, callbacks[:] = list(callbacks), []
+        for _, rolled_back in ended:
+            rolled_back()

@@ -123,3 +123,25 @@ def transactional(self: Any, count: int, batch: int, delay: float) -> int:
     step_cursor("load", load)
     step("finish", record, self, "finish")
     return count
+
+
+@app.task(base=ResumableTask, bind=True)
+def paginate(self: Any, page: int, last: int) -> int:
+    """Fetches one page, then replaces itself with a task for the next page."""
+    step("fetch", record, self, "page", page)
+    if page < last:
+        return self.replace(paginate.si(page + 1, last))  # type: ignore[no-any-return]
+    record(self, "finish")
+    return page
+
+
+@app.task(base=ResumableTask, bind=True)
+def fails_until_fixed(self: Any, count: int, fail_at: int, fixed_flag: str) -> int:
+    """Fails for good at item ``fail_at`` until the file ``fixed_flag`` exists."""
+    step("prepare", record, self, "prepare")
+    for item in iterate("process", range(count)):
+        if item == fail_at and not os.path.exists(fixed_flag):
+            raise RuntimeError(f"failed at {item}")
+        record(self, "item", item)
+    step("finish", record, self, "finish")
+    return count

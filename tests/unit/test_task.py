@@ -178,37 +178,63 @@ def test_max_runtime_interrupts_after_progress(app: Celery, checkpoints: Checkpo
     assert checkpoint.interruptions == runs - 1 >= 2
 
 
-def test_a_run_whose_checkpoint_was_reset_stops_with_lease_lost(
+def test_a_forced_reset_makes_the_live_run_start_over(
     app: Celery, checkpoints: CheckpointStore
 ) -> None:
+    ran: list[str] = []
+
     @app.task(base=ResumableTask, bind=True, resumable_checkpoint_interval=0)
     def job(self: Any) -> None:
-        step("first", lambda: None)
-        checkpoints.reset(self.request.id)
-        step("second", lambda: None)
+        step("first", ran.append, "first")
+        if len(ran) == 1:
+            checkpoints.reset(self.request.id, force=True)
+        step("second", ran.append, "second")
 
-    result = job.apply()
+    # Given a run whose checkpoint an operator force-resets after its first step
+    interrupted = job.apply()
 
-    assert result.state == "IGNORED"
-    assert checkpoints.get(result.id) is None
+    # Then it stops at its next boundary, leaving no row; the next run starts over
+    assert interrupted.state == "IGNORED"
+    assert checkpoints.get(interrupted.id) is None
+    assert job.apply(task_id=interrupted.id).state == "SUCCESS"
+    assert ran == ["first", "first", "second"]
 
 
-def test_a_task_without_steps_touches_no_database(tmp_path: Path) -> None:
-    app = Celery("nodb", broker="memory://")
-    app.conf.resumable_store_url = f"sqlite:///{tmp_path / 'missing' / 'dir' / 'x.sqlite3'}"
+def test_a_task_without_steps_is_claimed_and_not_run_twice(
+    app: Celery, checkpoints: CheckpointStore
+) -> None:
+    calls: list[int] = []
 
     @app.task(base=ResumableTask, bind=True)
     def plain(self: Any, x: int) -> int:
+        calls.append(x)
         return x * 2
 
-    @app.task(base=ResumableTask, bind=True)
-    def stepped(self: Any, x: int) -> int:
-        return step("double", lambda: x * 2)
+    first = plain.apply(args=(21,))
+    duplicate = plain.apply(args=(21,), task_id=first.id)
 
-    assert plain.apply(args=(21,)).result == 42
-    failed = stepped.apply(args=(21,))
+    assert first.result == 42
+    assert duplicate.state == "IGNORED"
+    assert calls == [21]
+    checkpoint = checkpoints.get(first.id)
+    assert checkpoint is not None and checkpoint.status == "completed"
+
+
+def test_a_store_that_cannot_be_created_fails_the_task_before_it_runs(tmp_path: Path) -> None:
+    app = Celery("nodb", broker="memory://")
+    app.conf.resumable_store_url = f"sqlite:///{tmp_path / 'missing' / 'dir' / 'x.sqlite3'}"
+    calls: list[int] = []
+
+    @app.task(base=ResumableTask, bind=True)
+    def plain(self: Any, x: int) -> int:
+        calls.append(x)
+        return x * 2
+
+    failed = plain.apply(args=(21,))
+
     assert failed.state == "FAILURE"
     assert str(failed.result).startswith(f"task {failed.id}: could not create the table")
+    assert calls == []
 
 
 def test_a_direct_call_runs_the_steps_without_storing(
