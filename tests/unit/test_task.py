@@ -17,7 +17,7 @@ from celery_resumable import (
     step_cursor,
 )
 from celery_resumable._worker import clear_shutdown, request_shutdown
-from celery_resumable.errors import TooManyInterruptionsError
+from celery_resumable.errors import StepMismatchError, TooManyInterruptionsError
 from celery_resumable.testing import interrupt_after_step, interrupt_at_cursor
 
 
@@ -276,3 +276,33 @@ def test_the_lease_is_renewed_through_a_long_step_without_boundaries(
 
     assert result.state == "SUCCESS"
     assert claims == [False]
+
+
+def test_retry_takes_celerys_arguments_by_position(app: Celery) -> None:
+    attempts: list[int] = []
+
+    @app.task(base=ResumableTask, bind=True, max_retries=3)
+    def job(self: Any) -> int:
+        attempts.append(self.request.retries)
+        if self.request.retries == 0:
+            # Celery's signature: args, kwargs, exc, throw, eta, countdown, max_retries
+            raise self.retry((), {}, KeyError("x"), True, None, 0, 3)
+        return len(attempts)
+
+    result = job.apply()
+
+    assert result.state == "SUCCESS"
+    assert attempts == [0, 1]
+
+
+def test_retry_does_not_retry_a_step_mismatch_given_by_position(
+    app: Celery, checkpoints: CheckpointStore
+) -> None:
+    @app.task(base=ResumableTask, bind=True, max_retries=3)
+    def job(self: Any) -> None:
+        raise self.retry(None, None, StepMismatchError(self.request.id, "a", "b"))
+
+    result = job.apply()
+
+    assert result.state == "FAILURE"
+    assert isinstance(result.result, StepMismatchError)
