@@ -7,9 +7,10 @@ import threading
 from typing import Any
 
 import sqlalchemy as sa
+from celery import signals
 from sqlalchemy.engine import URL, Engine
 
-__all__ = ["STATEMENT_TIMEOUT", "engine_for", "safe_url", "secrets_of"]
+__all__ = ["STATEMENT_TIMEOUT", "engine_for", "pool_size", "safe_url", "secrets_of"]
 
 # Store statements are small: one that waits longer than this is stuck (a lock held by
 # another transaction, a half-open connection) and fails instead of starving the others.
@@ -43,19 +44,38 @@ def engine_for(url: str) -> Engine:
 
 
 def _create_engine(url: str) -> Engine:
+    # Every statement of the store commits on its own (autocommit), so a connection
+    # needs no BEGIN, COMMIT or reset when it goes back to the pool, and no ping before
+    # use: the store runs a statement again once when its connection was dropped.
     parsed = sa.engine.make_url(url)
-    backend = parsed.get_backend_name()
-    if backend == "sqlite":
-        engine = sa.create_engine(parsed, connect_args={"timeout": STATEMENT_TIMEOUT})
+    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None}
+    if parsed.get_backend_name() == "sqlite":
+        engine = sa.create_engine(parsed, connect_args={"timeout": STATEMENT_TIMEOUT}, **options)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
         return engine
+    size = pool_size()
     return sa.create_engine(
-        parsed,
-        connect_args=_timeouts(parsed),
-        pool_pre_ping=True,
-        pool_size=2,
-        max_overflow=8,
+        parsed, connect_args=_timeouts(parsed), pool_size=size, max_overflow=size, **options
     )
+
+
+def pool_size() -> int:
+    """Connections kept per process: one per concurrent run, plus the lease keeper's."""
+    return max(concurrency, 1) + 1
+
+
+# The concurrency of the worker running in this process (set when the worker starts).
+concurrency = os.cpu_count() or 2
+
+
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    global concurrency
+    value = getattr(sender, "concurrency", None)
+    if isinstance(value, int) and value > 0:
+        concurrency = value
+
+
+signals.worker_init.connect(_on_worker_init, weak=False)
 
 
 def _timeouts(url: URL) -> dict[str, Any]:

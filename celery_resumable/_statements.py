@@ -7,6 +7,7 @@ one worker and judged by another is compared on one clock.
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -124,22 +125,33 @@ class Statements:
         )
         self.select = sa.select(checkpoints).where(by_id)
         self.claim = self._claim(clock, lease_ends)
-        progress = {
+        # A write sends the cursor, and the results of the steps finished since the last
+        # write only: appended to the stored list, guarded by its length so that a write
+        # retried after a lost answer cannot append them twice.
+        cursor_only = {
             "status": sa.bindparam("p_status"),
-            "finished_steps": sa.bindparam("p_finished", type_=_JSON),
             "current_step": sa.bindparam("p_current"),
             "cursor": sa.bindparam("p_cursor", type_=_JSON),
             "interruptions": sa.bindparam("p_interruptions"),
             "updated_at": self.now,
         }
-        self.save_keep = (
-            sa.update(checkpoints).where(fenced).values(**progress, lease_expires_at=lease_ends)
-        )
-        self.save_release = (
-            sa.update(checkpoints)
-            .where(fenced)
-            .values(**progress, owner=None, lease_expires_at=None)
-        )
+        with_steps = {
+            **cursor_only,
+            "finished_steps": sa.case(
+                (self._steps_length() == sa.bindparam("p_known"), self._steps_appended()),
+                else_=c.finished_steps,
+            ),
+        }
+        keep = {"lease_expires_at": lease_ends}
+        release = {"owner": None, "lease_expires_at": None}
+        write = sa.update(checkpoints).where(fenced)
+        self.save = {
+            (steps, kept): write.values(
+                **(with_steps if steps else cursor_only), **(keep if kept else release)
+            )
+            for steps in (True, False)
+            for kept in (True, False)
+        }
         self.mark = (
             sa.update(checkpoints)
             .where(fenced)
@@ -151,12 +163,30 @@ class Statements:
                 updated_at=self.now,
             )
         )
-        self.renew = sa.update(checkpoints).where(fenced).values(lease_expires_at=lease_ends)
+        # One statement renews every lease of a process; owner tokens are unique per run.
+        self.renew = (
+            sa.update(checkpoints)
+            .where(
+                c.task_id.in_(sa.bindparam("p_task_ids", expanding=True)),
+                c.owner.in_(sa.bindparam("p_owners", expanding=True)),
+            )
+            .values(lease_expires_at=lease_ends)
+        )
+        self.renewed = sa.select(c.task_id).where(
+            c.task_id.in_(sa.bindparam("p_task_ids", expanding=True)),
+            c.owner.in_(sa.bindparam("p_owners", expanding=True)),
+        )
         self.release = (
             sa.update(checkpoints).where(fenced).values(owner=None, lease_expires_at=None)
         )
         self.forget = sa.delete(checkpoints).where(fenced)
         self.owner = sa.select(c.owner).where(by_id)
+        # The columns of the rows each statement returns, for its prepared form.
+        self.returns: dict[int, list[sa.Column[Any]]] = {
+            id(self.claim): list(checkpoints.c),
+            id(self.select): list(checkpoints.c),
+            id(self.owner): [c.owner],
+        }
         self.reset = sa.delete(checkpoints).where(by_id, self.free)
         self.reset_forced = sa.delete(checkpoints).where(by_id)
         # Age is judged by the later of the last write and the lease's end, so a live
@@ -171,6 +201,36 @@ class Statements:
         cutoff = clock.shifted("p_age", "-")
         self.older = sa.and_(last_seen < cutoff, self.free)
         self.older_forced = c.updated_at < cutoff
+
+    def purge_batch(self, statuses: Sequence[str], force: bool, batch: int) -> sa.Executable:
+        """Delete at most ``batch`` old rows of ``statuses``."""
+        t = self.table
+        old = sa.and_(t.c.status.in_(statuses), self.older_forced if force else self.older)
+        if self.dialect in ("mysql", "mariadb"):
+            limit = {f"{self.dialect}_limit": batch}
+            return sa.delete(t).where(old).with_dialect_options(**limit)
+        ids = sa.select(t.c.task_id).where(old).limit(batch).scalar_subquery()
+        return sa.delete(t).where(t.c.task_id.in_(ids))
+
+    def _steps_length(self) -> ColumnElement[Any]:
+        column = self.table.c.finished_steps
+        if self.dialect == "postgresql":
+            return sa.func.jsonb_array_length(column)
+        if self.dialect == "sqlite":
+            return sa.func.json_array_length(column)
+        return sa.func.json_length(column)
+
+    def _steps_appended(self) -> ColumnElement[Any]:
+        column = self.table.c.finished_steps
+        new = sa.bindparam("p_new", type_=_JSON)
+        if self.dialect == "postgresql":
+            return column.op("||")(new)
+        if self.dialect in ("mysql", "mariadb"):
+            return sa.func.json_merge_preserve(column, new)
+        stored = sa.func.json_each(column).table_valued("value")
+        added = sa.func.json_each(new).table_valued("value")
+        both = sa.union_all(sa.select(stored.c.value), sa.select(added.c.value)).subquery()
+        return sa.select(sa.func.json_group_array(sa.func.json(both.c.value))).scalar_subquery()
 
     def _claim(self, clock: _Clock, lease_ends: ColumnElement[Any]) -> sa.Executable:
         """One statement inserting the row, or taking it when no live run holds it."""

@@ -13,18 +13,19 @@ import json
 import logging
 import time
 import weakref
-from collections.abc import Iterator, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from celery import Celery
 from kombu.utils import json as kombu_json
 from sqlalchemy.engine import Connection, Engine
-from sqlalchemy.exc import SQLAlchemyError
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from ._config import ResumableConfig, config_for
 from ._engines import engine_for, safe_url, secrets_of
 from ._faults import translated
+from ._prepared import Outcome, Prepared
 from ._records import STATUSES, Checkpoint, Claim, FinishedStep, State, Status
 from ._statements import MAX_TASK_ID, Statements, check_table_name, table
 from .errors import CheckpointBusyError, CheckpointStoreError
@@ -33,7 +34,10 @@ __all__ = ["CheckpointStore", "checkpoint_store", "store_for"]
 
 logger = logging.getLogger("celery_resumable.store")
 
+T = TypeVar("T")
+
 _PURGE_EVERY = 600.0
+_PURGE_BATCH = 500
 _MAX_REQUEST_BYTES = 1_000_000
 
 
@@ -61,7 +65,9 @@ class CheckpointStore:
         self._ready = False
         self._last_purge = 0.0
         self._secrets = secrets_of(url)
+        self._where = f"the checkpoint store {safe_url(url)} (table {table_name!r})"
         self._statements: dict[str, Statements] = {}
+        self._prepared: dict[int, Prepared] = {}
         # Engines of callers' connections whose database was seen to hold the table.
         self._tables_seen: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()
 
@@ -78,8 +84,11 @@ class CheckpointStore:
 
     def get(self, task_id: str) -> Checkpoint | None:
         """Return the checkpoint of ``task_id``, or None when there is none."""
-        with self._begin(task_id, "read from") as (connection, sql):
-            row = connection.execute(sql.select, {"p_task_id": task_id}).mappings().first()
+
+        def read(connection: Connection, sql: Statements) -> Any:
+            return connection.execute(sql.select, {"p_task_id": task_id}).mappings().first()
+
+        row = self._run(task_id, "read from", read)
         return None if row is None else _checkpoint(row)
 
     def list(
@@ -98,8 +107,11 @@ class CheckpointStore:
             query = query.where(self.table.c.task_name == task_name)
         query = query.order_by(self.table.c.updated_at.desc(), self.table.c.task_id)
         query = query.limit(limit).offset(offset)
-        with self._begin(None, "list the checkpoints of") as (connection, _):
+
+        def read(connection: Connection, _: Statements) -> list[Checkpoint]:
             return [_checkpoint(row) for row in connection.execute(query).mappings()]
+
+        return self._run(None, "list the checkpoints of", read)
 
     def reset(self, task_id: str, force: bool = False) -> bool:
         """Delete the checkpoint of ``task_id`` so its next run starts over; True if one existed.
@@ -108,14 +120,19 @@ class CheckpointStore:
         ``force``: the run then stops at its next boundary (its next write or lease
         renewal finds the row gone) and goes back on the queue to start over.
         """
-        with self._begin(task_id, "reset the checkpoint in") as (connection, sql):
+
+        def delete(connection: Connection, sql: Statements) -> bool | None:
             statement = sql.reset_forced if force else sql.reset
             if connection.execute(statement, {"p_task_id": task_id}).rowcount > 0:
                 return True
-            exists = connection.execute(sql.select, {"p_task_id": task_id}).first()
-        if exists is not None:
+            if connection.execute(sql.owner, {"p_task_id": task_id}).first() is None:
+                return False
+            return None
+
+        deleted = self._run(task_id, "reset the checkpoint in", delete)
+        if deleted is None:
             raise CheckpointBusyError(task_id)
-        return False
+        return deleted
 
     def purge(
         self,
@@ -133,10 +150,20 @@ class CheckpointStore:
         """
         statuses = _statuses(status)
         age = self.keep_completed if older_than is None else older_than
-        with self._begin(None, "purge") as (connection, sql):
-            old = sql.older_forced if force else sql.older
-            query = sa.delete(self.table).where(self.table.c.status.in_(statuses), old)
-            return int(connection.execute(query, {"p_age": float(age)}).rowcount)
+        params = {"p_age": float(age)}
+        size = _PURGE_BATCH
+        deleted = 0
+
+        def delete(connection: Connection, sql: Statements) -> int:
+            statement = sql.purge_batch(statuses, force, size)
+            return int(connection.execute(statement, params).rowcount)
+
+        while True:
+            # Bounded batches, each its own statement: no long lock, no huge transaction.
+            batch = self._run(None, "purge", delete)
+            deleted += batch
+            if batch < size:
+                return deleted
 
     # -- runs ----------------------------------------------------------------------
 
@@ -161,11 +188,14 @@ class CheckpointStore:
             "p_lease": float(lease_seconds),
             "p_request": _request_json(request),
         }
-        with self._connect(task_id, "claim the task in") as (connection, sql):
-            result = connection.execute(sql.claim, params)
-            row = result.mappings().first() if sql.claim_returns_row else None
-            if row is None:
-                row = connection.execute(sql.select, {"p_task_id": task_id}).mappings().one()
+
+        action = "claim the task in"
+        taken = self._hot(task_id, action, lambda sql: sql.claim, params, rows=True)
+        if taken.rows:
+            row = taken.rows[0]
+        else:
+            found = self._hot(task_id, action, lambda sql: sql.select, params, rows=True)
+            row = found.rows[0]
         checkpoint = _checkpoint(row)
         return Claim(checkpoint, checkpoint.owner == owner)
 
@@ -175,20 +205,21 @@ class CheckpointStore:
         owner: str,
         state: State,
         *,
+        stored_steps: int = 0,
         status: Status = "running",
         lease_seconds: float | None = None,
     ) -> bool:
         """Write ``state`` if ``owner`` still holds the lease; False when it does not.
 
-        With ``lease_seconds`` the lease is extended; without, it is released.
+        Only the steps after the first ``stored_steps`` (already stored) are sent. With
+        ``lease_seconds`` the lease is extended; without, it is released.
         """
-        with self._connect(task_id, "save to") as (connection, sql):
-            statement = sql.save_release if lease_seconds is None else sql.save_keep
-            params = _save_params(task_id, owner, state, status, lease_seconds)
-            saved = connection.execute(statement, params).rowcount == 1
-        if status == "completed":
-            self._maybe_purge()
-        return saved
+        params = _save_params(task_id, owner, state, status, stored_steps, lease_seconds)
+        kept = lease_seconds is not None
+
+        steps = "p_new" in params
+        written = self._hot(task_id, "save to", lambda sql: sql.save[(steps, kept)], params)
+        return written.rowcount == 1
 
     def mark(self, task_id: str, owner: str, status: Status, interruptions: int) -> bool:
         """Set the status and interruption count, release the lease, keep the progress."""
@@ -198,11 +229,16 @@ class CheckpointStore:
             "p_status": status,
             "p_interruptions": interruptions,
         }
-        with self._connect(task_id, "save to") as (connection, sql):
-            return bool(connection.execute(sql.mark, params).rowcount == 1)
+        return self._hot(task_id, "save to", lambda sql: sql.mark, params).rowcount == 1
 
     def save_in_transaction(
-        self, connection: Connection, task_id: str, owner: str, state: State, lease_seconds: float
+        self,
+        connection: Connection,
+        task_id: str,
+        owner: str,
+        state: State,
+        lease_seconds: float,
+        stored_steps: int = 0,
     ) -> bool:
         """Write ``state`` through the caller's ``connection``, in its open transaction.
 
@@ -210,7 +246,7 @@ class CheckpointStore:
         the connection's database has no checkpoint table holding the task; an error of
         the caller's database stays reachable as its ``__cause__``.
         """
-        action = "write the checkpoint through the given connection to " + self._where()
+        action = "write the checkpoint through the given connection to " + self._where
         with translated(task_id, action, self._secrets, chain=True):
             sql = self._sql(connection.dialect.name)
             engine = connection.engine
@@ -218,35 +254,53 @@ class CheckpointStore:
                 if not self._holds(connection, sql, task_id):
                     raise self._not_here(task_id)
                 self._tables_seen[engine] = True
-            params = _save_params(task_id, owner, state, "running", lease_seconds)
-            if connection.execute(sql.save_keep, params).rowcount == 1:
+            params = _save_params(task_id, owner, state, "running", stored_steps, lease_seconds)
+            if connection.execute(sql.save[("p_new" in params, True)], params).rowcount == 1:
                 return True
             if not self._holds(connection, sql, task_id):
                 raise self._not_here(task_id)
             return False
 
-    def renew(self, task_id: str, owner: str, lease_seconds: float) -> bool:
-        """Extend the lease of ``owner``; False when another run took it (or it was reset)."""
-        params = {"p_task_id": task_id, "p_owner": owner, "p_lease": float(lease_seconds)}
-        with self._connect(task_id, "renew the lease in") as (connection, sql):
-            return bool(connection.execute(sql.renew, params).rowcount == 1)
+    def renew(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> set[str]:
+        """Extend the leases ``(task_id, owner)`` in one statement; returns the ids renewed.
+
+        An id missing from the result lost its lease to another run (or was reset).
+        """
+        if not leases:
+            return set()
+        params = {
+            "p_task_ids": [task_id for task_id, _ in leases],
+            "p_owners": [owner for _, owner in leases],
+            "p_lease": float(lease_seconds),
+        }
+
+        def renew(connection: Connection, sql: Statements) -> set[str]:
+            if connection.execute(sql.renew, params).rowcount == len(leases):
+                return {task_id for task_id, _ in leases}
+            found = {"p_task_ids": params["p_task_ids"], "p_owners": params["p_owners"]}
+            return set(connection.execute(sql.renewed, found).scalars())
+
+        return self._run(None, "renew the leases in", renew)
 
     def release(self, task_id: str, owner: str) -> bool:
         """Give up the lease of ``owner`` without changing progress."""
         params = {"p_task_id": task_id, "p_owner": owner}
-        with self._connect(task_id, "release the lease in") as (connection, sql):
-            return bool(connection.execute(sql.release, params).rowcount == 1)
+        action = "release the lease in"
+        return self._hot(task_id, action, lambda sql: sql.release, params).rowcount == 1
 
     def forget(self, task_id: str, owner: str) -> bool:
         """Delete the row while ``owner`` holds its lease (a task replaced by another)."""
         params = {"p_task_id": task_id, "p_owner": owner}
-        with self._connect(task_id, "delete the checkpoint in") as (connection, sql):
-            return bool(connection.execute(sql.forget, params).rowcount == 1)
+        action = "delete the checkpoint in"
+        return self._hot(task_id, action, lambda sql: sql.forget, params).rowcount == 1
 
     def exists(self, task_id: str) -> bool:
         """Whether the task has a row (a fenced write that failed: lease lost, or reset)."""
-        with self._connect(task_id, "read from") as (connection, sql):
-            return connection.execute(sql.owner, {"p_task_id": task_id}).first() is not None
+
+        found = self._hot(
+            task_id, "read from", lambda sql: sql.owner, {"p_task_id": task_id}, rows=True
+        )
+        return bool(found.rows)
 
     # -- plumbing ------------------------------------------------------------------
 
@@ -264,18 +318,22 @@ class CheckpointStore:
             return False
         return connection.execute(sql.select, {"p_task_id": task_id}).first() is not None
 
-    def _maybe_purge(self) -> None:
+    def purge_due(self, every: float = _PURGE_EVERY) -> None:
+        """Purge the rows older than ``keep_completed`` if ``every`` seconds passed since the last.
+
+        Called from the lease keeper's thread, never from a task's run.
+        """
         now = time.monotonic()
-        if now - self._last_purge < _PURGE_EVERY:
+        if self._last_purge and now - self._last_purge < every:
             return
         self._last_purge = now
         try:
-            deleted = self.purge()
+            deleted = self.purge(status=STATUSES)
         except CheckpointStoreError as exc:
-            logger.warning("could not purge completed checkpoints: %s", exc)
+            logger.warning("could not purge old checkpoints: %s", exc)
         else:
             if deleted:
-                logger.info("purged %d completed checkpoints", deleted)
+                logger.info("purged %d old checkpoints", deleted)
 
     def _sql(self, dialect: str) -> Statements:
         statements = self._statements.get(dialect)
@@ -283,20 +341,60 @@ class CheckpointStore:
             statements = self._statements[dialect] = Statements(self.table, dialect)
         return statements
 
-    @contextlib.contextmanager
-    def _begin(self, task_id: str | None, action: str) -> Iterator[tuple[Connection, Statements]]:
-        """A connection in a transaction, for the operators' reads and deletes."""
-        self._ensure_table(task_id)
-        with self._errors(task_id, action), self.engine.begin() as connection:
-            yield connection, self._sql(connection.dialect.name)
+    def _run(
+        self, task_id: str | None, action: str, work: Callable[[Connection, Statements], T]
+    ) -> T:
+        """Run ``work`` on a connection of the store (autocommit: each statement commits).
 
-    @contextlib.contextmanager
-    def _connect(self, task_id: str | None, action: str) -> Iterator[tuple[Connection, Statements]]:
-        """A connection in autocommit: each statement of a run commits on its own."""
+        Connections are not pinged before use: a statement that finds its connection
+        dropped (a database restart) is run once more on a new one. Every statement of
+        the store may run twice without harm.
+        """
         self._ensure_table(task_id)
-        with self._errors(task_id, action), self.engine.connect() as connection:
-            connection = connection.execution_options(isolation_level="AUTOCOMMIT")
-            yield connection, self._sql(connection.dialect.name)
+        with self._errors(task_id, action):
+            engine = engine_for(self.url)
+            try:
+                with engine.connect() as connection:
+                    return work(connection, self._sql(connection.dialect.name))
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+            with engine.connect() as connection:
+                return work(connection, self._sql(connection.dialect.name))
+
+    def _hot(
+        self,
+        task_id: str | None,
+        action: str,
+        choose: Callable[[Statements], Any],
+        values: Mapping[str, Any],
+        *,
+        rows: bool = False,
+    ) -> Outcome:
+        """Run one of a run's statements, compiled once, on the driver's cursor.
+
+        Like ``_run``, a statement that finds its connection dropped runs once more.
+        """
+        self._ensure_table(task_id)
+        with self._errors(task_id, action):
+            engine = engine_for(self.url)
+            sql = self._sql(engine.dialect.name)
+            statement = choose(sql)
+            prepared = self._prepared.get(id(statement))
+            if prepared is None:
+                prepared = Prepared(statement, engine.dialect, sql.returns.get(id(statement), ()))
+                self._prepared[id(statement)] = prepared
+            _executed = (
+                prepared.executed
+            )  # An instrumented engine (statement listeners) gets SQLAlchemy's own execution,
+            # so that its listeners see every statement.
+            run = _executed if engine.dispatch.before_cursor_execute else prepared.run
+            try:
+                return run(engine, values, rows=rows)
+            except DBAPIError as exc:
+                if not exc.connection_invalidated:
+                    raise
+            return run(engine, values, rows=rows)
 
     def _ensure_table(self, task_id: str | None) -> None:
         if self._ready:
@@ -313,11 +411,8 @@ class CheckpointStore:
                 _upgrade(engine, self.table)
         self._ready = True
 
-    def _where(self) -> str:
-        return f"the checkpoint store {safe_url(self.url)} (table {self.table_name!r})"
-
     def _errors(self, task_id: str | None, action: str) -> contextlib.AbstractContextManager[None]:
-        return translated(task_id, f"{action} {self._where()}", self._secrets)
+        return translated(task_id, f"{action} {self._where}", self._secrets)
 
 
 def _upgrade(engine: Engine, checkpoints: sa.Table) -> None:
@@ -352,18 +447,29 @@ def _check_task_id(task_id: str) -> None:
 
 
 def _save_params(
-    task_id: str, owner: str, state: State, status: Status, lease_seconds: float | None
+    task_id: str,
+    owner: str,
+    state: State,
+    status: Status,
+    stored_steps: int,
+    lease_seconds: float | None,
 ) -> dict[str, Any]:
-    return {
+    params: dict[str, Any] = {
         "p_task_id": task_id,
         "p_owner": owner,
         "p_status": status,
-        "p_finished": [{"name": s.name, "result": s.result} for s in state.finished],
         "p_current": state.current_step,
         "p_cursor": state.cursor,
         "p_interruptions": state.interruptions,
-        "p_lease": None if lease_seconds is None else float(lease_seconds),
     }
+    if lease_seconds is not None:
+        params["p_lease"] = float(lease_seconds)
+    if len(state.finished) > stored_steps:
+        params["p_known"] = stored_steps
+        params["p_new"] = [
+            {"name": s.name, "result": s.result} for s in state.finished[stored_steps:]
+        ]
+    return params
 
 
 def _request_json(request: Mapping[str, Any] | None) -> str | None:

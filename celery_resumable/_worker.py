@@ -1,4 +1,4 @@
-"""Worker integration: the shutdown notice and the lease keeper.
+"""Worker integration: the shutdown notice.
 
 The notice is one byte of anonymous shared memory mapped when this module is imported,
 before a prefork pool forks its children, so a flag set by the main process is seen by
@@ -10,23 +10,15 @@ from __future__ import annotations
 
 import logging
 import mmap
-import os
 import signal
 import threading
-import time
 from collections.abc import Callable
 from types import FrameType
-from typing import Any, Protocol
+from typing import Any
 
 from celery import signals as celery_signals
 
-__all__ = [
-    "LeaseHolder",
-    "clear_shutdown",
-    "keeper",
-    "request_shutdown",
-    "shutdown_requested",
-]
+__all__ = ["clear_shutdown", "request_shutdown", "shutdown_requested"]
 
 logger = logging.getLogger("celery_resumable.worker")
 
@@ -86,66 +78,3 @@ def _notice_first(
 celery_signals.worker_init.connect(_on_worker_init, weak=False)
 celery_signals.worker_shutting_down.connect(_on_shutting_down, weak=False)
 celery_signals.worker_ready.connect(_on_worker_ready, weak=False)
-
-
-class LeaseHolder(Protocol):
-    """A run whose lease the keeper renews."""
-
-    lease_seconds: float
-
-    def renew_lease(self) -> None:
-        """Extend the lease; mark the run lost when another run took it."""
-
-
-class LeaseKeeper:
-    """One daemon thread per process renewing the leases of the runs in it."""
-
-    def __init__(self) -> None:
-        self._due: dict[LeaseHolder, float] = {}
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread: threading.Thread | None = None
-
-    def add(self, run: LeaseHolder) -> None:
-        """Renew ``run``'s lease every third of its length until removed."""
-        with self._lock:
-            self._due[run] = time.monotonic() + run.lease_seconds / 3
-            if self._thread is None or not self._thread.is_alive():
-                self._thread = threading.Thread(
-                    target=self._loop, name="celery-resumable-lease", daemon=True
-                )
-                self._thread.start()
-        self._wake.set()
-
-    def remove(self, run: LeaseHolder) -> None:
-        """Stop renewing ``run``'s lease."""
-        with self._lock:
-            self._due.pop(run, None)
-
-    def _loop(self) -> None:
-        while True:
-            with self._lock:
-                next_due = min(self._due.values(), default=None)
-            # With no run to renew, sleep until add() wakes the thread.
-            self._wake.wait(None if next_due is None else max(next_due - time.monotonic(), 0.0))
-            self._wake.clear()
-            now = time.monotonic()
-            with self._lock:
-                due = [run for run, when in self._due.items() if when <= now]
-                for run in due:
-                    self._due[run] = now + run.lease_seconds / 3
-            for run in due:
-                try:
-                    run.renew_lease()
-                except Exception:
-                    logger.exception("lease renewal failed")
-
-    def _after_fork(self) -> None:
-        self._due = {}
-        self._lock = threading.Lock()
-        self._wake = threading.Event()
-        self._thread = None
-
-
-keeper = LeaseKeeper()
-os.register_at_fork(after_in_child=keeper._after_fork)

@@ -9,6 +9,7 @@ from collections.abc import Iterator
 import pytest
 
 from celery_resumable import CheckpointStore
+from celery_resumable._records import State
 from tests.integration.conftest import DeploymentFactory
 from tests.integration.harness import TcpProxy, wait_for
 from tests.services import POSTGRES_URL, require
@@ -79,3 +80,22 @@ def test_interrupt_with_the_store_down_requeues_and_resumes_from_the_last_write(
     counts = Counter(deployment.items(task_id))
     assert set(counts) == set(range(COUNT)), "an item was lost"
     assert len(deployment.events(task_id, "prepare")) == 1
+
+
+def test_a_dropped_connection_is_replaced_without_a_ping(proxy: TcpProxy) -> None:
+    # Given a store whose pooled connection the database side dropped (a restart)
+    store = CheckpointStore(proxied(proxy.port), "ckpt_dropped_connection")
+    try:
+        store.claim("task-1", "t", "owner", 60)
+        proxy.cut()
+        proxy.restore()
+
+        # When the run writes next
+        saved = store.save("task-1", "owner", State((), "loop", 5, 0), lease_seconds=60)
+
+        # Then the write went through on a new connection, without an error
+        assert saved
+        checkpoint = store.get("task-1")
+        assert checkpoint is not None and checkpoint.cursor == 5
+    finally:
+        store.table.drop(store.engine)

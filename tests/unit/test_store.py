@@ -70,7 +70,7 @@ def test_an_expired_lease_is_taken_over_and_the_stale_owner_is_fenced(
     assert claim.claimed
     assert [s.name for s in claim.checkpoint.finished_steps] == ["a"]
     assert not store.save(task_id, "stale", progress("a", "b"), lease_seconds=60)
-    assert not store.renew(task_id, "stale", 60)
+    assert store.renew([(task_id, "stale")], 60) == set()
     checkpoint = store.get(task_id)
     assert checkpoint is not None
     assert [s.name for s in checkpoint.finished_steps] == ["a"]

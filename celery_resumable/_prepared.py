@@ -1,0 +1,116 @@
+"""Statements compiled once per database and run on the driver's own cursor.
+
+A run's statements (claim, write, release) are the library's hot path: SQLAlchemy builds
+and types them once, then they run on a pooled DBAPI connection without the execution
+machinery around each call. Parameters and rows go through the same SQLAlchemy type
+processors a Core ``execute`` would apply.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from typing import Any, cast
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.sql.compiler import SQLCompiler
+
+__all__ = ["Outcome", "Prepared"]
+
+Processor = Callable[[Any], Any]
+
+
+class Outcome:
+    """What a prepared statement returned: its rows (processed) and its row count."""
+
+    __slots__ = ("rowcount", "rows")
+
+    def __init__(self, rows: list[dict[str, Any]], rowcount: int) -> None:
+        self.rows = rows
+        self.rowcount = rowcount
+
+
+class Prepared:
+    """One statement, compiled for one dialect, with its parameter and row processors."""
+
+    def __init__(
+        self, statement: sa.ClauseElement, dialect: Dialect, returns: Sequence[sa.Column[Any]] = ()
+    ) -> None:
+        self.statement: Any = statement
+        compiled = cast(SQLCompiler, statement.compile(dialect=dialect))
+        self.sql = str(compiled)
+        self.positional = bool(compiled.positional)
+        self.order: tuple[str, ...] = tuple(compiled.positiontup or ())
+        self.defaults: dict[str, Any] = {}
+        self.processors: dict[str, Processor] = {}
+        for bind, name in compiled.bind_names.items():
+            if not bind.required:
+                self.defaults[name] = bind.effective_value
+            processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
+            if processor is not None:
+                self.processors[name] = processor
+        self.columns: list[tuple[str, Processor | None]] = [
+            (column.name, column.type.dialect_impl(dialect).result_processor(dialect, None))
+            for column in returns
+        ]
+
+    def parameters(self, values: Mapping[str, Any]) -> Any:
+        """The DBAPI parameters for ``values`` (the statement's named bind parameters)."""
+        params = {**self.defaults, **values}
+        for name, process in self.processors.items():
+            params[name] = process(params[name])
+        return tuple(params[name] for name in self.order) if self.positional else params
+
+    def run(self, engine: Engine, values: Mapping[str, Any], *, rows: bool = False) -> Outcome:
+        """Execute on a pooled connection; driver errors are raised as SQLAlchemy's."""
+        dbapi_error = engine.dialect.loaded_dbapi.Error
+        try:
+            connection = engine.raw_connection()
+        except dbapi_error as error:  # could not connect
+            raise sa_exc.DBAPIError.instance(
+                None, None, error, dbapi_error, dialect=engine.dialect
+            ) from error
+        try:
+            cursor = connection.cursor()
+            try:
+                cursor.execute(self.sql, self.parameters(values))
+                returned = rows and cursor.description is not None
+                found = [self._row(row) for row in cursor.fetchall()] if returned else []
+                return Outcome(found, cursor.rowcount)
+            except dbapi_error as error:
+                raise self._translated(engine, connection, cursor, error) from error
+            finally:
+                cursor.close()
+        finally:
+            connection.close()
+
+    def executed(self, engine: Engine, values: Mapping[str, Any], *, rows: bool = False) -> Outcome:
+        """Execute through SQLAlchemy's Core ``execute`` (what instrumented engines see)."""
+        with engine.connect() as connection:
+            result = connection.execute(self.statement, dict(values))
+            found = [dict(row) for row in result.mappings()] if rows and result.returns_rows else []
+            return Outcome(found, result.rowcount)
+
+    def _row(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        return {
+            name: value if process is None else process(value)
+            for (name, process), value in zip(self.columns, row, strict=False)
+        }
+
+    def _translated(
+        self, engine: Engine, connection: Any, cursor: Any, error: Exception
+    ) -> sa_exc.DBAPIError:
+        dialect = engine.dialect
+        disconnect = dialect.is_disconnect(error, connection.dbapi_connection, cursor)  # type: ignore[arg-type]
+        if disconnect:
+            connection.invalidate(error)
+        return sa_exc.DBAPIError.instance(  # type: ignore[return-value]
+            self.sql,
+            None,
+            error,
+            dialect.loaded_dbapi.Error,
+            hide_parameters=True,
+            connection_invalidated=disconnect,
+            dialect=dialect,
+        )

@@ -1,0 +1,118 @@
+"""Writes that do not grow, renewals in one statement, purges in batches."""
+
+from __future__ import annotations
+
+import time
+import uuid
+from collections.abc import Iterator
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+
+from celery_resumable import CheckpointStore, FinishedStep, _store
+from celery_resumable._records import State
+
+
+def new_id() -> str:
+    return str(uuid.uuid4())
+
+
+def steps(*names: str) -> tuple[FinishedStep, ...]:
+    return tuple(FinishedStep(name, {"step": name}) for name in names)
+
+
+@pytest.fixture
+def statements(store: CheckpointStore) -> Iterator[list[tuple[str, Any]]]:
+    """The statements the store sends, with their parameters."""
+    sent: list[tuple[str, Any]] = []
+
+    def record(conn: Any, cursor: Any, statement: str, parameters: Any, *_: Any) -> None:
+        sent.append((statement, parameters))
+
+    sa.event.listen(store.engine, "before_cursor_execute", record)
+    yield sent
+    sa.event.remove(store.engine, "before_cursor_execute", record)
+
+
+def test_a_cursor_write_sends_no_step_results(
+    store: CheckpointStore, statements: list[tuple[str, Any]]
+) -> None:
+    # Given a row holding many finished steps
+    task_id = new_id()
+    store.claim(task_id, "t", "o", 60)
+    finished = steps(*(f"s{i}" for i in range(200)))
+    store.save(task_id, "o", State(finished, None, None, 0), lease_seconds=60)
+    statements.clear()
+
+    # When the run writes its cursor
+    store.save(task_id, "o", State(finished, "loop", 7, 0), stored_steps=200, lease_seconds=60)
+
+    # Then one statement went out, carrying no result
+    assert len(statements) == 1
+    assert "s199" not in str(statements[0][1])
+    checkpoint = store.get(task_id)
+    assert checkpoint is not None
+    assert len(checkpoint.finished_steps) == 200
+    assert (checkpoint.current_step, checkpoint.cursor) == ("loop", 7)
+
+
+def test_a_step_write_appends_only_the_new_steps_once(
+    store: CheckpointStore, statements: list[tuple[str, Any]]
+) -> None:
+    # Given a row holding two finished steps
+    task_id = new_id()
+    store.claim(task_id, "t", "o", 60)
+    store.save(task_id, "o", State(steps("a", "b"), None, None, 0), lease_seconds=60)
+    statements.clear()
+
+    # When a third step finishes, and the same write is sent again (a lost answer)
+    state = State(steps("a", "b", "c"), None, None, 0)
+    for _ in range(2):
+        assert store.save(task_id, "o", state, stored_steps=2, lease_seconds=60)
+
+    # Then only the third step's result was sent, and it is stored once, in order
+    assert all("'a'" not in str(params) for _, params in statements)
+    checkpoint = store.get(task_id)
+    assert checkpoint is not None
+    assert checkpoint.finished_steps == steps("a", "b", "c")
+
+
+def test_leases_of_many_runs_are_renewed_in_one_statement(
+    store: CheckpointStore, statements: list[tuple[str, Any]]
+) -> None:
+    # Given 20 live runs and one whose lease another run took
+    leases = [(new_id(), f"owner-{i}") for i in range(20)]
+    for task_id, owner in leases:
+        store.claim(task_id, "t", owner, 60)
+    stale = (leases[0][0], "stale-owner")
+    statements.clear()
+
+    # When the lease keeper renews them all
+    renewed = store.renew([*leases[1:], stale], 60)
+
+    # Then one statement renewed the live ones, and one more found which was missing
+    assert renewed == {task_id for task_id, _ in leases[1:]}
+    assert len(statements) == 2
+    statements.clear()
+    assert store.renew(leases, 60) == {task_id for task_id, _ in leases}
+    assert len(statements) == 1
+
+
+def test_purge_deletes_in_bounded_batches(
+    store: CheckpointStore, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Given 11 old completed rows and a purge batch of 4
+    monkeypatch.setattr(_store, "_PURGE_BATCH", 4)
+    ids = [new_id() for _ in range(11)]
+    for task_id in ids:
+        store.claim(task_id, "t", "o", 60)
+        store.save(task_id, "o", State((), None, None, 0), status="completed")
+    time.sleep(0.05)
+
+    # When they are purged
+    deleted = store.purge(older_than=0.01)
+
+    # Then all went, in batches
+    assert deleted == 11
+    assert store.list() == []
