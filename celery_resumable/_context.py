@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
-from . import _worker, signals
+from . import _lease, _progress, _worker, signals
 from ._records import FinishedStep, State, Status
 from ._store import CheckpointStore
 from ._types import JSONValue
@@ -114,8 +114,13 @@ class Run:
         self.cursor_label = ""  # how errors name the running step's cursor
         self.interruptions = 0
         self._interval = config.checkpoint_interval
+        self._track_progress = config.track_progress and task_id is not None
+        self._last_progress = self.started
+        self._done = 0  # cursor advances of the running step
+        self._total: int | None = None
         self._deadline = None if config.max_runtime is None else self.started + config.max_runtime
         self._claimed = False
+        self._stored_steps = 0  # finished steps the stored row holds
         self._stoppable = stoppable
         self._abandoned: str | None = None
         self._position = 0
@@ -136,6 +141,11 @@ class Run:
         self._finished_by_tx: str | None = None
         self._unconfirmed = False
         self._diverged = False
+
+    @property
+    def stored_steps(self) -> int:
+        """How many of the finished steps the stored row holds."""
+        return self._stored_steps
 
     @property
     def claimed(self) -> bool:
@@ -168,11 +178,12 @@ class Run:
         self._claimed = True
         self._lease_until = sent + self.lease_seconds
         self.finished = list(checkpoint.finished_steps)
+        self._stored_steps = len(self.finished)
         if checkpoint.current_step is not None:
             self.in_progress = (checkpoint.current_step, checkpoint.cursor)
         self.interruptions = checkpoint.interruptions
         self._last_write = time.monotonic()
-        _worker.keeper.add(self)
+        _lease.keeper.add(self)
         if (self.finished or self.in_progress) and signals.task_resumed.receivers:
             signals.task_resumed.send(
                 sender=self.task,
@@ -210,6 +221,8 @@ class Run:
                 raise StepMismatchError(self.task_id or "?", recorded, name)
         if self.in_progress is None:
             self._dirty = True  # the row learns which step is in progress
+        self._done = 0
+        self._total = None
         self.in_progress = (name, cursor)
         self.active = name
         self.cursor_label = f"the cursor of step {name!r}"
@@ -223,9 +236,15 @@ class Run:
             raise NotInStepError("set_cursor")
         self._unconfirmed = False
         self.in_progress = (self.active, cursor)
+        self._done += 1
         self._dirty = True
         self._progressed = True
         self.boundary("cursor")
+
+    def measure(self, done: int, total: int | None) -> None:
+        """Set how many items the running step has done, and of how many (None: unknown)."""
+        self._done = done
+        self._total = total
 
     def finish(self, name: str, result: JSONValue) -> None:
         """Record step ``name`` as finished with its encoded result; a boundary.
@@ -311,8 +330,11 @@ class Run:
                 self.in_progress = (change.step, change.value)
                 self._progressed = True
         self._dirty = self.state() != change.state
+        self._stored_steps = len(change.state.finished)
         self._unconfirmed = True
-        self._last_write = time.monotonic()
+        self._last_write = now = time.monotonic()
+        if self._interval is not None and now - self._last_progress >= self._interval:
+            self._publish_progress(now)
 
     def tx_rolled_back(self, change: TxChange) -> None:
         """The caller's transaction rolled ``change`` back."""
@@ -358,12 +380,27 @@ class Run:
         if self._open_tx or self._diverged:
             return  # the caller's open transaction holds the row: write after it ends
         try:
-            self.write("running")
+            if self.write("running"):
+                self._publish_progress(now)
         except CheckpointStoreError as exc:
             # Retry at a later boundary, at most once a second while the store is down.
             logger.warning("checkpoint write failed; the task goes on: %s", exc)
             interval = self._interval or 0.0
             self._last_write = now - interval + min(interval or 1.0, 1.0)
+
+    def _publish_progress(self, now: float) -> None:
+        if not self._track_progress or self.task_id is None:
+            return
+        self._last_progress = now
+        name, cursor = self.in_progress if self.in_progress is not None else (None, None)
+        info = {
+            "step": name,
+            "cursor": cursor,
+            "finished_steps": [step.name for step in self.finished],
+            "done": self._done,
+            "total": self._total,
+        }
+        _progress.publish(self.task, self.task_id, info)
 
     def state(self) -> State:
         """The progress to write."""
@@ -420,7 +457,18 @@ class Run:
                 return True  # nothing of the progress can be written yet
             return store.mark(task_id, self.owner, status, self.interruptions)
         lease = None if release else self.lease_seconds
-        return store.save(task_id, self.owner, self.state(), status=status, lease_seconds=lease)
+        state = self.state()
+        saved = store.save(
+            task_id,
+            self.owner,
+            state,
+            stored_steps=self._stored_steps,
+            status=status,
+            lease_seconds=lease,
+        )
+        if saved:
+            self._stored_steps = len(state.finished)
+        return saved
 
     def _raise_lost(self) -> NoReturn:
         """A fenced write matched nothing: find out why and stop accordingly."""
@@ -440,24 +488,29 @@ class Run:
         self.store.forget(self.task_id, self.owner)
         self._released = True
 
-    def renew_lease(self) -> None:
-        """Extend the lease (called by the lease keeper thread)."""
+    @property
+    def lease(self) -> tuple[CheckpointStore, str, str, float] | None:
+        """What the lease keeper renews: store, task id, owner token, lease length."""
         if self.store is None or self.task_id is None or self._lease_lost or self._released:
+            return None
+        return self.store, self.task_id, self.owner, self.lease_seconds
+
+    def lease_renewed(self, sent: float) -> None:
+        """The lease keeper extended the lease with a statement sent at ``sent``."""
+        self._lease_until = sent + self.lease_seconds
+
+    def lease_missing(self) -> None:
+        """The lease keeper did not find the lease: another run took it, or a reset."""
+        if self.store is None or self.task_id is None or self._released:
             return
-        sent = time.monotonic()
-        try:
-            if self.store.renew(self.task_id, self.owner, self.lease_seconds):
-                self._lease_until = sent + self.lease_seconds
-            elif self.store.exists(self.task_id):
-                self._lease_lost = True
-            else:
-                self._reset = True
-        except CheckpointStoreError as exc:
-            logger.warning("lease renewal failed; retrying: %s", exc)
+        if self.store.exists(self.task_id):
+            self._lease_lost = True
+        else:
+            self._reset = True
 
     def close(self) -> None:
         """Stop renewing the lease."""
-        _worker.keeper.remove(self)
+        _lease.keeper.remove(self)
 
     def _send(self, signal: Any, **kwargs: Any) -> None:
         if signal.receivers:

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import random
 import time
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from celery import Task
@@ -53,11 +55,32 @@ class ResumableTask(Task):  # type: ignore[misc]
         """The settings in force for this task."""
         return config_for(self.app, self)
 
-    def __call__(self, *args: Any, **kwargs: Any) -> Any:
+    def __init_subclass__(cls, **kwargs: Any) -> None:
+        """Wrap the task body (``run``) of every task class in a resumable run.
+
+        The body is wrapped rather than ``__call__`` overridden, so Celery's tracer calls
+        it the way it calls any task's body (one request pushed, its fast path kept).
+        """
+        super().__init_subclass__(**kwargs)
+        body = cls.__dict__.get("run")
+        if body is None or getattr(body, "_resumable_body", None) is not None:
+            return
+        bound = not isinstance(body, staticmethod)
+        function = body if bound else body.__func__
+
+        @functools.wraps(function)
+        def run(self: ResumableTask, *args: Any, **kwargs: Any) -> Any:
+            call = functools.partial(function, self) if bound else function
+            return self._run_resumable(call, args, kwargs)
+
+        run._resumable_body = function  # type: ignore[attr-defined]
+        cls.run = run
+
+    def _run_resumable(self, body: Callable[..., Any], args: Any, kwargs: Any) -> Any:
         request = self.request
         config = self.resumable_config
         if request.called_directly:
-            return self._call_directly(config, args, kwargs)
+            return self._call_directly(config, body, args, kwargs)
         task_id = request.id
         if not request.is_eager and _worker.shutdown_requested():
             # A delivery that reaches a stopping worker goes back untouched and uncounted.
@@ -67,7 +90,7 @@ class ResumableTask(Task):  # type: ignore[misc]
         token = _context.enter(run)
         try:
             run.claim(_request_record(request))
-            result = super().__call__(*args, **kwargs)
+            result = body(*args, **kwargs)
         except TaskInterrupted as stop:
             self._on_interrupt(run, stop)
         except AlreadyCompleted:
@@ -100,7 +123,9 @@ class ResumableTask(Task):  # type: ignore[misc]
         self._on_success(run)
         return result
 
-    def _call_directly(self, config: ResumableConfig, args: Any, kwargs: Any) -> Any:
+    def _call_directly(
+        self, config: ResumableConfig, body: Callable[..., Any], args: Any, kwargs: Any
+    ) -> Any:
         """Run the body as a plain function call: nothing is stored.
 
         Inside another resumable run, the run-stopping exceptions reach that run, which
@@ -110,7 +135,7 @@ class ResumableTask(Task):  # type: ignore[misc]
         run = Run(self, None, config, None, stoppable=outer is not None)
         token = _context.enter(run)
         try:
-            return super().__call__(*args, **kwargs)
+            return body(*args, **kwargs)
         finally:
             _context.leave(token)
 

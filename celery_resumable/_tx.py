@@ -63,7 +63,7 @@ def _write(
     if store is None or run.task_id is None or not run.claimed:
         return  # a direct call: nothing is persisted, like every other write
     if not store.save_in_transaction(
-        connection, run.task_id, run.owner, change.state, run.lease_seconds
+        connection, run.task_id, run.owner, change.state, run.lease_seconds, run.stored_steps
     ):
         run.tx_lost()
     run.tx_written(change)
