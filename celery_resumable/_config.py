@@ -28,6 +28,7 @@ DEFAULTS: dict[str, Any] = {
     "resumable_keep_completed": 604800.0,
     "resumable_create_tables": True,
     "resumable_store_wait": 300.0,
+    "resumable_track_progress": True,
 }
 
 _CACHE_ATTRIBUTE = "_resumable_config"
@@ -46,6 +47,7 @@ class ResumableConfig:
     keep_completed: float
     create_tables: bool
     store_wait: float
+    track_progress: bool
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> ResumableConfig:
@@ -60,6 +62,7 @@ class ResumableConfig:
             keep_completed=_seconds(values, "resumable_keep_completed", False, True),  # type: ignore[arg-type]
             create_tables=_flag(values, "resumable_create_tables"),
             store_wait=_seconds(values, "resumable_store_wait", False, True),  # type: ignore[arg-type]
+            track_progress=_flag(values, "resumable_track_progress"),
         )
 
 

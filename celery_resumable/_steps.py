@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import itertools
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sized
 from typing import Any, ParamSpec, TypeVar, overload
 
 from ._codec import decode, encode, first_parameter_type, return_type
@@ -96,14 +96,17 @@ def iterate(name: str, source: Any, /, *, cursor_type: Any = None) -> Iterator[A
     start = run.begin(name)
     if start.skipped:
         return
+    total = len(source) if isinstance(source, Sized) else None
     try:
         if by_cursor:
             cursor = _decode_cursor(name, start.cursor, target)
+            run.measure(0, total)
             for position, item in source(cursor):
                 yield item
                 run.set_cursor(encode(position, run.cursor_label))
         else:
             done = _count_cursor(name, start.cursor)
+            run.measure(done, total)
             for item in itertools.islice(source, done, None):
                 yield item
                 done += 1
