@@ -14,9 +14,19 @@ from celery_resumable import CheckpointStore
 from tests.services import MYSQL_URL, POSTGRES_URL, require
 
 
-@pytest.fixture(params=["sqlite", "postgres", "mysql"])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mysql", marks=pytest.mark.mysql),
+    ]
+)
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
-    """The URL of each supported database; the server ones skip (or fail in CI) when down."""
+    """The URL of each supported database; the server ones skip (or fail in CI) when down.
+
+    The server cases are marked ``postgres`` and ``mysql``: ``pytest tests/unit -m "not
+    postgres and not mysql"`` runs the unit tier without any server.
+    """
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'checkpoints.sqlite3'}"
     require(request.param)

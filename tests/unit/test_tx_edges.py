@@ -154,6 +154,7 @@ def test_max_interruptions_holds_for_a_transactional_loop(
     assert checkpoint.cursor == 10
 
 
+@pytest.mark.postgres
 def test_the_callers_database_error_stays_reachable(tmp_path: Any) -> None:
     require("postgres")
     table_name = f"ckpt_{uuid.uuid4().hex[:12]}"
