@@ -107,13 +107,14 @@ class _Clock:
 class Statements:
     """The statements of one table in one dialect, built once: SQLAlchemy caches their SQL."""
 
-    def __init__(self, checkpoints: sa.Table, dialect: str) -> None:
+    def __init__(self, checkpoints: sa.Table, dialect: str, returning: bool = True) -> None:
         if dialect not in DIALECTS:
             raise CheckpointStoreError(
                 f"unsupported database {dialect!r}; use SQLite, PostgreSQL or MySQL/MariaDB"
             )
         self.table = checkpoints
         self.dialect = dialect
+        self.returning = returning  # INSERT … RETURNING (MariaDB has it, MySQL not)
         clock = _Clock(dialect)
         c = checkpoints.c
         by_id = c.task_id == sa.bindparam("p_task_id")
@@ -253,7 +254,7 @@ class Statements:
             new_owner = insert.inserted.owner
             # MySQL assigns left to right and later assignments see earlier ones: the
             # owner is decided first, then every other column follows it.
-            return insert.on_duplicate_key_update(
+            upsert = insert.on_duplicate_key_update(
                 [
                     ("owner", sa.case((takeable, new_owner), else_=t.c.owner)),
                     (
@@ -273,20 +274,17 @@ class Statements:
                     ),
                 ]
             )
+            # MariaDB returns the row as the statement left it, inserted, taken or not.
+            return upsert.returning(*t.c) if self.returning else upsert
         dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        upsert = dialect_insert(t).values(values)
-        return upsert.on_conflict_do_update(
+        conflict = dialect_insert(t).values(values)
+        return conflict.on_conflict_do_update(
             index_elements=[t.c.task_id],
             set_={
-                "owner": upsert.excluded.owner,
-                "lease_expires_at": upsert.excluded.lease_expires_at,
+                "owner": conflict.excluded.owner,
+                "lease_expires_at": conflict.excluded.lease_expires_at,
                 "status": "running",
-                "updated_at": upsert.excluded.updated_at,
+                "updated_at": conflict.excluded.updated_at,
             },
             where=takeable,
         ).returning(*t.c)
-
-    @property
-    def claim_returns_row(self) -> bool:
-        """Whether the claim statement returns the row it inserted or took."""
-        return self.dialect not in ("mysql", "mariadb")

@@ -19,7 +19,7 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from celery import Celery
 from kombu.utils import json as kombu_json
-from sqlalchemy.engine import Connection, Engine
+from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from ._config import ResumableConfig, config_for
@@ -248,7 +248,7 @@ class CheckpointStore:
         """
         action = "write the checkpoint through the given connection to " + self._where
         with translated(task_id, action, self._secrets, chain=True):
-            sql = self._sql(connection.dialect.name)
+            sql = self._sql(connection.dialect)
             engine = connection.engine
             if engine not in self._tables_seen:
                 if not self._holds(connection, sql, task_id):
@@ -335,10 +335,12 @@ class CheckpointStore:
             if deleted:
                 logger.info("purged %d old checkpoints", deleted)
 
-    def _sql(self, dialect: str) -> Statements:
-        statements = self._statements.get(dialect)
+    def _sql(self, dialect: Dialect) -> Statements:
+        statements = self._statements.get(dialect.name)
         if statements is None:
-            statements = self._statements[dialect] = Statements(self.table, dialect)
+            returning = bool(dialect.insert_returning)
+            statements = Statements(self.table, dialect.name, returning)
+            self._statements[dialect.name] = statements
         return statements
 
     def _run(
@@ -355,12 +357,12 @@ class CheckpointStore:
             engine = engine_for(self.url)
             try:
                 with engine.connect() as connection:
-                    return work(connection, self._sql(connection.dialect.name))
+                    return work(connection, self._sql(connection.dialect))
             except DBAPIError as exc:
                 if not exc.connection_invalidated:
                     raise
             with engine.connect() as connection:
-                return work(connection, self._sql(connection.dialect.name))
+                return work(connection, self._sql(connection.dialect))
 
     def _hot(
         self,
@@ -378,7 +380,7 @@ class CheckpointStore:
         self._ensure_table(task_id)
         with self._errors(task_id, action):
             engine = engine_for(self.url)
-            sql = self._sql(engine.dialect.name)
+            sql = self._sql(engine.dialect)
             statement = choose(sql)
             prepared = self._prepared.get(id(statement))
             if prepared is None:
