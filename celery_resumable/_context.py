@@ -305,7 +305,8 @@ class Run:
                 (*self.finished, FinishedStep(name, value)), None, None, self.interruptions
             )
         else:
-            state = State(tuple(self.finished), name, value, self.interruptions)
+            done = self._done + 1
+            state = State(tuple(self.finished), name, value, self.interruptions, done, self._total)
         return TxChange(name, finish, value, state)
 
     def tx_written(self, change: TxChange) -> None:
@@ -328,6 +329,7 @@ class Run:
                 self._finished_by_tx = change.step
             else:
                 self.in_progress = (change.step, change.value)
+                self._done += 1
                 self._progressed = True
         self._dirty = self.state() != change.state
         self._stored_steps = len(change.state.finished)
@@ -405,7 +407,11 @@ class Run:
     def state(self) -> State:
         """The progress to write."""
         name, cursor = self.in_progress if self.in_progress is not None else (None, None)
-        return State(tuple(self.finished), name, cursor, self.interruptions)
+        if name is None:
+            return State(tuple(self.finished), None, None, self.interruptions)
+        return State(
+            tuple(self.finished), name, cursor, self.interruptions, self._done, self._total
+        )
 
     def count_interruption(self) -> int:
         """Count one more interruption of the task; returns the new count."""

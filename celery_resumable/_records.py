@@ -30,6 +30,8 @@ class State:
     current_step: str | None
     cursor: JSONValue
     interruptions: int
+    done: int | None = None
+    total: int | None = None
 
 
 @dataclasses.dataclass(frozen=True)
@@ -49,11 +51,22 @@ class Checkpoint:
     updated_at: dt.datetime
     request: str | None = None
     """The task's arguments and routing recorded by its first run (kombu JSON), if storable."""
+    done: int | None = None
+    """Items the step in progress has done, as of the last write."""
+    total: int | None = None
+    """Items the step in progress has in all, when known."""
 
     @property
     def state(self) -> State:
         """The progress part of the row."""
-        return State(self.finished_steps, self.current_step, self.cursor, self.interruptions)
+        return State(
+            self.finished_steps,
+            self.current_step,
+            self.cursor,
+            self.interruptions,
+            self.done,
+            self.total,
+        )
 
 
 @dataclasses.dataclass(frozen=True)

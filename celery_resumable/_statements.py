@@ -67,6 +67,8 @@ def table(name: str) -> sa.Table:
         sa.Column("created_at", _TIME, nullable=False),
         sa.Column("updated_at", _TIME, nullable=False),
         sa.Column("request", _REQUEST, nullable=True),
+        sa.Column("done", sa.Integer, nullable=True),
+        sa.Column("total", sa.Integer, nullable=True),
         sa.Index(f"ix_{name}_status_updated", "status", "updated_at"),
     )
 
@@ -134,6 +136,8 @@ class Statements:
             "current_step": sa.bindparam("p_current"),
             "cursor": sa.bindparam("p_cursor", type_=_JSON),
             "interruptions": sa.bindparam("p_interruptions"),
+            "done": sa.bindparam("p_done", type_=sa.Integer),
+            "total": sa.bindparam("p_total", type_=sa.Integer),
             "updated_at": self.now,
         }
         with_steps = {

@@ -424,9 +424,10 @@ def _upgrade(engine: Engine, checkpoints: sa.Table) -> None:
     preparer = engine.dialect.identifier_preparer
     name = preparer.quote(checkpoints.name)
     with engine.begin() as connection:
-        if "request" not in columns:
-            kind = checkpoints.c.request.type.compile(dialect=engine.dialect)
-            connection.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN request {kind}"))
+        for added in ("request", "done", "total"):
+            if added not in columns:
+                kind = checkpoints.c[added].type.compile(dialect=engine.dialect)
+                connection.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN {added} {kind}"))
         collation = getattr(columns["task_id"]["type"], "collation", None)
         if engine.dialect.name in ("mysql", "mariadb") and collation != "utf8mb4_bin":
             connection.execute(
@@ -463,6 +464,8 @@ def _save_params(
         "p_current": state.current_step,
         "p_cursor": state.cursor,
         "p_interruptions": state.interruptions,
+        "p_done": state.done,
+        "p_total": state.total,
     }
     if lease_seconds is not None:
         params["p_lease"] = float(lease_seconds)
@@ -520,6 +523,8 @@ def _checkpoint(row: Any) -> Checkpoint:
         created_at=_aware(row["created_at"]),  # type: ignore[arg-type]
         updated_at=_aware(row["updated_at"]),  # type: ignore[arg-type]
         request=row["request"],
+        done=row["done"],
+        total=row["total"],
     )
 
 

@@ -45,8 +45,8 @@ def list_command(
         click.echo("no checkpoints")
         return
     click.echo(
-        f"{'task id':36}  {'status':11}  {'step':16}  {'cursor':24}  {'int':>3}  "
-        f"{'updated (UTC)':19}  task"
+        f"{'task id':36}  {'status':11}  {'step':16}  {'progress':>13}  {'cursor':24}  "
+        f"{'int':>3}  {'updated (UTC)':19}  task"
     )
     for row in rows:
         step = row.current_step or (row.finished_steps[-1].name if row.finished_steps else "-")
@@ -54,9 +54,17 @@ def list_command(
         if len(cursor) > 24:
             cursor = cursor[:23] + "…"
         click.echo(
-            f"{row.task_id:36}  {row.status:11}  {step[:16]:16}  {cursor:24}  "
-            f"{row.interruptions:>3}  {row.updated_at:%Y-%m-%d %H:%M:%S}  {row.task_name}"
+            f"{row.task_id:36}  {row.status:11}  {step[:16]:16}  {_progress(row):>13}  "
+            f"{cursor:24}  {row.interruptions:>3}  {row.updated_at:%Y-%m-%d %H:%M:%S}  "
+            f"{row.task_name}"
         )
+
+
+def _progress(row: Checkpoint) -> str:
+    """Items done (of the total, when known) in the step in progress."""
+    if row.current_step is None or row.done is None:
+        return "-"
+    return f"{row.done}/{row.total}" if row.total is not None else str(row.done)
 
 
 @resumable.command(name="show")
@@ -183,6 +191,8 @@ def _as_json(checkpoint: Checkpoint) -> dict[str, Any]:
         "created_at": _time(checkpoint.created_at),
         "updated_at": _time(checkpoint.updated_at),
         "request": request_of(checkpoint),
+        "done": checkpoint.done,
+        "total": checkpoint.total,
     }
 
 

@@ -33,7 +33,9 @@ def test_list_show_reset_and_purge(store_path: str) -> None:
     # Given one running and one completed checkpoint
     store = CheckpointStore(store_path)
     store.claim("task-running", "app.import_users", "o", 60)
-    store.save("task-running", "o", State((), "process", {"last_id": 7}, 2), lease_seconds=60)
+    store.save(
+        "task-running", "o", State((), "process", {"last_id": 7}, 2, 7, 100), lease_seconds=60
+    )
     store.claim("task-done", "app.report", "o", 60)
     store.save("task-done", "o", State((), None, None, 0), status="completed")
 
@@ -45,6 +47,7 @@ def test_list_show_reset_and_purge(store_path: str) -> None:
     assert "task-running" in listed.stdout
     assert "process" in listed.stdout
     assert '{"last_id": 7}' in listed.stdout
+    assert "7/100" in listed.stdout
     assert "task-done" not in listed.stdout
 
     shown = celery(store_path, "show", "task-running")

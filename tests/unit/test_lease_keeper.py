@@ -62,7 +62,12 @@ def test_one_statement_renews_one_run_or_fifty(runs: tuple[CheckpointStore, list
     store.purge_due()  # the purge that a tick runs every ten minutes is done
 
     # When each keeper ticks once
-    statements = (count_updates(store, one.tick), count_updates(store, fifty.tick))
+    try:
+        statements = (count_updates(store, one.tick), count_updates(store, fifty.tick))
+    finally:
+        for run in claimed:
+            one.remove(run)
+            fifty.remove(run)
 
     # Then each sent one statement, and every lease moved forward
     assert statements == (1, 1)
@@ -85,6 +90,8 @@ def test_a_run_whose_lease_was_taken_learns_it_at_the_next_tick(
 
     # When the keeper ticks
     ticker.tick()
+    for run in claimed[:3]:
+        ticker.remove(run)
 
     # Then the first stops to start over, the second stops as a stale run, the third goes on
     stops = []

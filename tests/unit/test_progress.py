@@ -8,11 +8,14 @@ import pytest
 from celery import Celery
 from celery.result import AsyncResult
 
-from celery_resumable import ResumableTask, iterate, step
+from celery_resumable import CheckpointStore, ResumableTask, iterate, step
 
 
-def test_a_running_task_shows_its_step_cursor_and_counts(app: Celery) -> None:
+def test_a_running_task_shows_its_step_cursor_and_counts(
+    app: Celery, checkpoints: CheckpointStore
+) -> None:
     seen: list[tuple[str, Any]] = []
+    stored: list[tuple[int | None, int | None]] = []
 
     @app.task(base=ResumableTask, bind=True, resumable_checkpoint_interval=0)
     def job(self: Any) -> int:
@@ -21,6 +24,9 @@ def test_a_running_task_shows_its_step_cursor_and_counts(app: Celery) -> None:
             if item == 3:
                 result = AsyncResult(self.request.id, app=app)
                 seen.append((result.state, result.info))
+                row = checkpoints.get(self.request.id)
+                assert row is not None
+                stored.append((row.done, row.total))
         return 5
 
     # When the task runs
@@ -39,6 +45,7 @@ def test_a_running_task_shows_its_step_cursor_and_counts(app: Celery) -> None:
             },
         )
     ]
+    assert stored == [(3, 5)]
 
 
 def test_no_progress_for_a_task_that_ignores_its_result(app: Celery) -> None:
