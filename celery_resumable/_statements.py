@@ -12,11 +12,12 @@ from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
+from sqlalchemy.engine import Engine
 from sqlalchemy.sql.elements import ColumnElement
 
 from .errors import CheckpointStoreError
 
-__all__ = ["MAX_TASK_ID", "Statements", "check_table_name", "table"]
+__all__ = ["MAX_TASK_ID", "Statements", "check_table_name", "table", "upgrade"]
 
 MAX_TASK_ID = 255
 # The longest index name of the table ("ix_<name>_status_updated") must fit PostgreSQL's
@@ -292,3 +293,24 @@ class Statements:
             },
             where=takeable,
         ).returning(*t.c)
+
+
+def upgrade(engine: Engine, checkpoints: sa.Table) -> None:
+    """Bring a table created by an earlier version up to date."""
+    inspector = sa.inspect(engine)
+    columns = {column["name"]: column for column in inspector.get_columns(checkpoints.name)}
+    preparer = engine.dialect.identifier_preparer
+    name = preparer.quote(checkpoints.name)
+    with engine.begin() as connection:
+        for added in ("request", "done", "total"):
+            if added not in columns:
+                kind = checkpoints.c[added].type.compile(dialect=engine.dialect)
+                connection.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN {added} {kind}"))
+        collation = getattr(columns["task_id"]["type"], "collation", None)
+        if engine.dialect.name in ("mysql", "mariadb") and collation != "utf8mb4_bin":
+            connection.execute(
+                sa.text(
+                    f"ALTER TABLE {name} MODIFY task_id VARCHAR({MAX_TASK_ID}) "
+                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL"
+                )
+            )

@@ -8,8 +8,6 @@ row means the run lost its lease (or an operator reset the task).
 from __future__ import annotations
 
 import contextlib
-import datetime as dt
-import json
 import logging
 import time
 import weakref
@@ -18,7 +16,6 @@ from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from celery import Celery
-from kombu.utils import json as kombu_json
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
@@ -26,8 +23,16 @@ from ._config import ResumableConfig, config_for
 from ._engines import engine_for, safe_url, secrets_of
 from ._faults import translated
 from ._prepared import Outcome, Prepared
-from ._records import STATUSES, Checkpoint, Claim, FinishedStep, State, Status
-from ._statements import MAX_TASK_ID, Statements, check_table_name, table
+from ._records import (
+    STATUSES,
+    Checkpoint,
+    Claim,
+    State,
+    Status,
+    checkpoint_of,
+    request_json,
+)
+from ._statements import MAX_TASK_ID, Statements, check_table_name, table, upgrade
 from .errors import CheckpointBusyError, CheckpointStoreError
 
 __all__ = ["CheckpointStore", "checkpoint_store", "store_for"]
@@ -38,7 +43,6 @@ T = TypeVar("T")
 
 _PURGE_EVERY = 600.0
 _PURGE_BATCH = 500
-_MAX_REQUEST_BYTES = 1_000_000
 
 
 class CheckpointStore:
@@ -89,7 +93,7 @@ class CheckpointStore:
             return connection.execute(sql.select, {"p_task_id": task_id}).mappings().first()
 
         row = self._run(task_id, "read from", read)
-        return None if row is None else _checkpoint(row)
+        return None if row is None else checkpoint_of(row)
 
     def list(
         self,
@@ -109,7 +113,7 @@ class CheckpointStore:
         query = query.limit(limit).offset(offset)
 
         def read(connection: Connection, _: Statements) -> list[Checkpoint]:
-            return [_checkpoint(row) for row in connection.execute(query).mappings()]
+            return [checkpoint_of(row) for row in connection.execute(query).mappings()]
 
         return self._run(None, "list the checkpoints of", read)
 
@@ -186,7 +190,7 @@ class CheckpointStore:
             "p_task_name": task_name,
             "p_owner": owner,
             "p_lease": float(lease_seconds),
-            "p_request": _request_json(request),
+            "p_request": request_json(request),
         }
 
         action = "claim the task in"
@@ -196,7 +200,7 @@ class CheckpointStore:
         else:
             found = self._hot(task_id, action, lambda sql: sql.select, params, rows=True)
             row = found.rows[0]
-        checkpoint = _checkpoint(row)
+        checkpoint = checkpoint_of(row)
         return Claim(checkpoint, checkpoint.owner == owner)
 
     def save(
@@ -410,32 +414,11 @@ class CheckpointStore:
                     # Another process may have created it between the check and the CREATE.
                     if not sa.inspect(engine).has_table(self.table_name):
                         raise
-                _upgrade(engine, self.table)
+                upgrade(engine, self.table)
         self._ready = True
 
     def _errors(self, task_id: str | None, action: str) -> contextlib.AbstractContextManager[None]:
         return translated(task_id, f"{action} {self._where}", self._secrets)
-
-
-def _upgrade(engine: Engine, checkpoints: sa.Table) -> None:
-    """Bring a table created by an earlier version up to date."""
-    inspector = sa.inspect(engine)
-    columns = {column["name"]: column for column in inspector.get_columns(checkpoints.name)}
-    preparer = engine.dialect.identifier_preparer
-    name = preparer.quote(checkpoints.name)
-    with engine.begin() as connection:
-        for added in ("request", "done", "total"):
-            if added not in columns:
-                kind = checkpoints.c[added].type.compile(dialect=engine.dialect)
-                connection.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN {added} {kind}"))
-        collation = getattr(columns["task_id"]["type"], "collation", None)
-        if engine.dialect.name in ("mysql", "mariadb") and collation != "utf8mb4_bin":
-            connection.execute(
-                sa.text(
-                    f"ALTER TABLE {name} MODIFY task_id VARCHAR({MAX_TASK_ID}) "
-                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL"
-                )
-            )
 
 
 def _check_task_id(task_id: str) -> None:
@@ -477,59 +460,12 @@ def _save_params(
     return params
 
 
-def _request_json(request: Mapping[str, Any] | None) -> str | None:
-    """The request as kombu JSON (typed values kept), or None when it cannot be stored."""
-    if request is None:
-        return None
-    try:
-        text = str(kombu_json.dumps(dict(request)))  # type: ignore[no-untyped-call]
-    except (TypeError, ValueError):
-        return None
-    return text if len(text) <= _MAX_REQUEST_BYTES else None
-
-
-def request_of(checkpoint: Checkpoint) -> dict[str, Any] | None:
-    """The recorded request of a checkpoint: ``args``, ``kwargs`` and routing options."""
-    if checkpoint.request is None:
-        return None
-    try:
-        value = kombu_json.loads(checkpoint.request)  # type: ignore[no-untyped-call]
-    except (TypeError, ValueError, json.JSONDecodeError):
-        return None
-    return value if isinstance(value, dict) else None
-
-
 def _statuses(status: Status | Sequence[Status]) -> list[Status]:
     statuses = [status] if isinstance(status, str) else list(status)
     for value in statuses:
         if value not in STATUSES:
             raise ValueError(f"unknown checkpoint status {value!r}; use one of {STATUSES}")
     return statuses
-
-
-def _checkpoint(row: Any) -> Checkpoint:
-    return Checkpoint(
-        task_id=row["task_id"],
-        task_name=row["task_name"],
-        status=row["status"],
-        finished_steps=tuple(
-            FinishedStep(item["name"], item["result"]) for item in row["finished_steps"]
-        ),
-        current_step=row["current_step"],
-        cursor=row["cursor"],
-        interruptions=row["interruptions"],
-        owner=row["owner"],
-        lease_expires_at=_aware(row["lease_expires_at"]),
-        created_at=_aware(row["created_at"]),  # type: ignore[arg-type]
-        updated_at=_aware(row["updated_at"]),  # type: ignore[arg-type]
-        request=row["request"],
-        done=row["done"],
-        total=row["total"],
-    )
-
-
-def _aware(value: dt.datetime | None) -> dt.datetime | None:
-    return None if value is None else value.replace(tzinfo=dt.UTC)
 
 
 _STORES: dict[tuple[str, str, bool, float], CheckpointStore] = {}

@@ -8,8 +8,8 @@ from typing import Any
 
 import click
 
-from ._records import STATUSES, Checkpoint
-from ._store import checkpoint_store, request_of
+from ._records import STATUSES, Checkpoint, request_of
+from ._store import checkpoint_store
 from .errors import CheckpointBusyError
 
 __all__ = ["main", "resumable"]
