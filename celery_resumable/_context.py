@@ -16,11 +16,12 @@ from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
 from . import _lease, _progress, _worker, signals
-from ._records import FinishedStep, State, Status
+from ._records import Claim, FinishedStep, State, Status
 from ._store import CheckpointStore
 from ._types import JSONValue
 from .errors import (
     AlreadyCompleted,
+    CheckpointBusyError,
     CheckpointStoreError,
     DuplicateStepError,
     LeaseBusy,
@@ -101,8 +102,10 @@ class Run:
         store: CheckpointStore | None,
         *,
         stoppable: bool = True,
+        parent: Run | None = None,
     ) -> None:
         self.task = task
+        self._parent = parent  # the run a direct call runs inside
         self.task_id = task_id
         self.store = store if task_id is not None else None
         self.lease_seconds = config.lease_seconds
@@ -147,6 +150,17 @@ class Run:
         """How many of the finished steps the stored row holds."""
         return self._stored_steps
 
+    def holds(self, task_id: str | None) -> bool:
+        """Whether this run, or the run it is called inside, holds ``task_id``'s lease."""
+        if self._parent is not None:
+            return self._parent.holds(task_id)
+        return (
+            task_id is not None
+            and task_id == self.task_id
+            and self._claimed
+            and not (self._released or self._lease_lost)
+        )
+
     @property
     def claimed(self) -> bool:
         """Whether this run holds the task's lease (always False for direct calls)."""
@@ -163,9 +177,7 @@ class Run:
             return
         sent = time.monotonic()
         try:
-            claim = self.store.claim(
-                self.task_id, self.task.name, self.owner, self.lease_seconds, request
-            )
+            claim = self._take(self.store, self.task_id, request)
         except CheckpointStoreError as exc:
             raise StoreUnavailable(exc) from None
         checkpoint = claim.checkpoint
@@ -191,6 +203,24 @@ class Run:
                 finished_steps=[step.name for step in self.finished],
                 current_step=checkpoint.current_step,
             )
+
+    def _take(
+        self, store: CheckpointStore, task_id: str, request: Mapping[str, Any] | None
+    ) -> Claim:
+        claim = store.claim(task_id, self.task.name, self.owner, self.lease_seconds, request)
+        found = claim.checkpoint
+        if found.task_name == self.task.name or not (claim.claimed or found.status == "completed"):
+            return claim
+        # The id's row belongs to another task (Celery's eager chains run several tasks
+        # under one id): this task starts fresh, it never resumes or skips another's work.
+        if claim.claimed:
+            store.forget(task_id, self.owner)
+        else:
+            try:
+                store.reset(task_id)
+            except CheckpointBusyError:
+                raise LeaseBusy(1.0) from None
+        return store.claim(task_id, self.task.name, self.owner, self.lease_seconds, request)
 
     # -- steps ---------------------------------------------------------------------
 

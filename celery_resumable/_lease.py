@@ -1,8 +1,9 @@
 """The lease keeper: one thread per process renewing the leases of the runs in it.
 
 Every tick, the leases of all runs of a store are renewed in one statement, whatever
-their number. The thread also purges old checkpoints, so purging never runs inside a
-task's run.
+their number. The thread also purges old checkpoints (at most every ten minutes per
+store), so purging never runs inside a task's run. It lives while the process has runs,
+and ends with the last of them.
 """
 
 from __future__ import annotations
@@ -11,7 +12,9 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+from celery import signals
 
 from .errors import CheckpointStoreError
 
@@ -44,6 +47,10 @@ class LeaseKeeper:
         self._runs: set[LeaseHolder] = set()
         self._stores: dict[int, CheckpointStore] = {}
         self._period: float | None = None  # the renewal period the thread sleeps by
+        self._busy = False  # the thread is renewing or purging, not waiting
+        # In a worker's process the thread stays between runs (starting one per run would
+        # cost every short task); elsewhere (eager runs) it ends with the last run.
+        self.persistent = False
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -55,30 +62,51 @@ class LeaseKeeper:
             self._runs.add(run)
             if lease is not None:
                 self._stores.setdefault(id(lease[0]), lease[0])
-            if self._thread is None or not self._thread.is_alive():
+            if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name="celery-resumable-lease", daemon=True
                 )
                 self._thread.start()
-            # Wake the thread only when its schedule must change: it slept with no run to
-            # renew, or this lease is shorter than the others.
+                return
+            # Wake the thread only when its schedule must change: this lease is shorter
+            # than the others.
             wake = lease is not None and (self._period is None or lease[3] / 3 < self._period)
         if wake:
             self._wake.set()
 
     def remove(self, run: LeaseHolder) -> None:
-        """Stop renewing ``run``'s lease."""
+        """Stop renewing ``run``'s lease; the thread ends with the last run of the process."""
         with self._lock:
             self._runs.discard(run)
+            if self._runs or self._thread is None or self.persistent:
+                return
+            thread, idle = self._thread, not self._busy
+        self._wake.set()
+        if not idle or thread is threading.current_thread():
+            return
+        # An idle thread ends at once: wait for it, so that no thread of ours outlives
+        # the runs of the process (test suites check for lingering threads), unless a
+        # new run arrives meanwhile and keeps it.
+        deadline = time.monotonic() + 1.0
+        while thread.is_alive() and time.monotonic() < deadline:
+            with self._lock:
+                if self._runs:
+                    return
+            thread.join(0.005)
 
     def _loop(self) -> None:
+        self._purge_due()
         next_tick: float | None = None
         while True:
             with self._lock:
+                if not self._runs and not self.persistent:
+                    self._thread = None
+                    return
                 leases = [run.lease for run in self._runs]
+                self._busy = False
             shortest = min((lease[3] for lease in leases if lease), default=None)
             self._period = None if shortest is None else shortest / 3
-            timeout = None  # with no run to renew, sleep until add() wakes the thread
+            timeout = None
             if shortest is not None:
                 now = time.monotonic()
                 if next_tick is None or next_tick > now + shortest / 3:
@@ -88,7 +116,16 @@ class LeaseKeeper:
             self._wake.clear()
             if next_tick is not None and time.monotonic() >= next_tick:
                 next_tick = None
+                with self._lock:
+                    self._busy = True
                 self.tick()
+
+    def _purge_due(self) -> None:
+        with self._lock:
+            self._busy = True
+            known = list(self._stores.values())
+        for store in known:
+            store.purge_due()
 
     def tick(self) -> None:
         """Renew every lease once, one statement per store and lease length; purge if due."""
@@ -120,19 +157,38 @@ class LeaseKeeper:
                         run.lease_missing()
                 except Exception:
                     logger.exception("lease renewal failed")
-        with self._lock:
-            known = list(self._stores.values())
-        for store in known:
-            store.purge_due()
+        self._purge_due()
 
     def _after_fork(self) -> None:
+        self.persistent = False
         self._runs = set()
         self._stores = {}
         self._period = None
+        self._busy = False
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread = None
 
+    def stay(self, persistent: bool) -> None:
+        """Keep the thread between runs (a worker runs here), or let it end when idle."""
+        self.persistent = persistent
+        if not persistent:
+            self._wake.set()
+
 
 keeper = LeaseKeeper()
 os.register_at_fork(after_in_child=keeper._after_fork)
+
+
+def _in_worker(**_: Any) -> None:
+    keeper.stay(True)
+
+
+def _worker_gone(**_: Any) -> None:
+    keeper.stay(False)
+
+
+signals.worker_init.connect(_in_worker, weak=False)
+signals.worker_process_init.connect(_in_worker, weak=False)
+signals.worker_shutdown.connect(_worker_gone, weak=False)
+signals.worker_process_shutdown.connect(_worker_gone, weak=False)

@@ -79,7 +79,10 @@ class ResumableTask(Task):  # type: ignore[misc]
     def _run_resumable(self, body: Callable[..., Any], args: Any, kwargs: Any) -> Any:
         request = self.request
         config = self.resumable_config
-        if request.called_directly:
+        outer = _context.running()
+        if request.called_directly or (outer is not None and outer.holds(request.id)):
+            # A direct call, or a task calling itself directly (its request copies the
+            # caller's id): it runs inline, storing nothing of its own.
             return self._call_directly(config, body, args, kwargs)
         task_id = request.id
         if not request.is_eager and _worker.shutdown_requested():
@@ -132,7 +135,7 @@ class ResumableTask(Task):  # type: ignore[misc]
         saves and re-queues; outside one, a direct call never stops early.
         """
         outer = _context.running()
-        run = Run(self, None, config, None, stoppable=outer is not None)
+        run = Run(self, None, config, None, stoppable=outer is not None, parent=outer)
         token = _context.enter(run)
         try:
             return body(*args, **kwargs)

@@ -160,3 +160,41 @@ def expire_lease(checkpoints: CheckpointStore, task_id: str) -> None:
             .where(table.c.task_id == task_id)
             .values(lease_expires_at=sa.func.datetime("now", "-1 hour"))
         )
+
+
+def test_another_task_under_a_completed_id_starts_fresh(
+    app: Celery, checkpoints: CheckpointStore
+) -> None:
+    ran: list[str] = []
+
+    @app.task(base=ResumableTask, bind=True)
+    def first(self: Any) -> None:
+        step("work", ran.append, "first")
+
+    @app.task(base=ResumableTask, bind=True)
+    def second(self: Any) -> None:
+        step("work", ran.append, "second")
+
+    # Given a completed task id, then another task under the same id (eager chains do this)
+    done = first.apply()
+    again = second.apply(task_id=done.id)
+
+    # Then the second task runs its own steps; it does not skip them as completed
+    assert again.state == "SUCCESS"
+    assert ran == ["first", "second"]
+    checkpoint = checkpoints.get(done.id)
+    assert checkpoint is not None
+    assert (checkpoint.task_name, checkpoint.status) == (second.name, "completed")
+
+
+def test_a_task_calling_itself_directly_runs_inline(app: Celery) -> None:
+    ran: list[int] = []
+
+    @app.task(base=ResumableTask, bind=True)
+    def countdown(self: Any, depth: int) -> int:
+        step(f"level-{depth}", ran.append, depth)
+        return countdown(depth - 1) if depth else 0  # type: ignore[no-any-return]
+
+    # The nested call's request copies the caller's id; it must not wait for its own lease
+    assert countdown.apply(args=(2,)).state == "SUCCESS"
+    assert ran == [2, 1, 0]
