@@ -30,6 +30,7 @@ from celery_resumable.errors import (
     StepMismatchError,
 )
 from celery_resumable.testing import interrupt_after_step, interrupt_at_cursor
+from tests.unit.sameness import assert_same
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,14 +79,14 @@ def test_finished_steps_are_skipped_and_return_their_stored_result(
     assert [s.name for s in checkpoint.finished_steps] == ["download", "notify"]
 
 
-def test_result_without_annotation_comes_back_as_plain_json(app: Celery) -> None:
+def test_result_without_annotation_comes_back_as_the_same_type(app: Celery) -> None:
     @app.task(base=ResumableTask, bind=True)
     def job(self: Any) -> Any:
         return step("load", lambda: (1, 2))
 
     with interrupt_after_step("load"):
         first = job.apply()
-    assert job.apply(task_id=first.id).result == [1, 2]
+    assert_same(job.apply(task_id=first.id).result, (1, 2))
 
 
 def test_cursor_step_resumes_from_a_typed_cursor(app: Celery) -> None:
