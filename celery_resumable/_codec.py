@@ -376,7 +376,7 @@ def _fields_of(value: Any) -> dict[str, Any] | None:
     if is_named_tuple(kind):
         return dict(zip(kind._fields, value, strict=True))
     if PydanticModel is not None and isinstance(value, PydanticModel):
-        return {**dict(value), "(private attributes)": value.__pydantic_private__}
+        return {**dict(value), "__pydantic_private__": value.__pydantic_private__}
     return None
 
 

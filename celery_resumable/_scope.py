@@ -151,9 +151,12 @@ def _collect(annotation: Any, found: dict[str, type], seen: set[int]) -> None:
             if isinstance(choice, enum.Enum):
                 _collect(type(choice), found, seen)
         return
+    origin = typing.get_origin(annotation)
+    if isinstance(origin, type) and origin.__module__ != "builtins":
+        _collect(origin, found, seen)  # a generic class of the user's: Box[int]
     for argument in typing.get_args(annotation):
         _collect(argument, found, seen)
-    if isinstance(annotation, type) and typing.get_origin(annotation) is None:
+    if isinstance(annotation, type) and origin is None:
         found.setdefault(reference(annotation), annotation)
         if class_kind(annotation) is not None or typing.is_typeddict(annotation):
             for hint in field_hints(annotation).values():

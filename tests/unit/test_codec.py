@@ -12,7 +12,17 @@ import sys
 import uuid
 import zoneinfo
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal, NamedTuple, NewType, Optional, TypedDict
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    Literal,
+    NamedTuple,
+    NewType,
+    Optional,
+    TypedDict,
+    TypeVar,
+)
 
 import pydantic
 import pytest
@@ -1107,3 +1117,21 @@ def test_encode_of_a_value_that_contains_itself_raises_cursor_encode_error() -> 
     # When / Then
     with pytest.raises(CursorEncodeError, match="contains itself"):
         encode(loop)
+
+
+_Item = TypeVar("_Item")
+
+
+def test_decode_finds_a_local_generic_class_named_by_the_annotation() -> None:
+    # Given a generic dataclass local to this test, named only by the annotation
+    @dataclasses.dataclass
+    class Box(Generic[_Item]):
+        item: _Item
+
+    stored = json.loads(json.dumps(encode(Box(Decimal("2")), scope=Scope(Box[Decimal]))))
+
+    # When
+    decoded = decode(stored, Box[Decimal])
+
+    # Then
+    assert_same(decoded, Box(Decimal("2")))
