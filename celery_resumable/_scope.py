@@ -106,7 +106,8 @@ class Scope:
         return self._annotated
 
     def _find(self, name: str) -> type | None:
-        found = self._annotations().get(name)
+        annotated = self._annotations()
+        found = annotated.get(name)
         if found is not None:
             return found
         function = _plain_function(self.function)
@@ -122,7 +123,10 @@ class Scope:
                 found = _walk(namespace, qualname)
                 if found is not None and reference(found) == name:
                     return found
-        return None
+        # A class moved to another module since the value was stored: the annotation
+        # names it, alone under its name.
+        moved = [cls for cls in annotated.values() if cls.__qualname__ == qualname]
+        return moved[0] if len(moved) == 1 else None
 
 
 def _walk(namespace: dict[str, Any], qualname: str) -> type | None:

@@ -1135,3 +1135,14 @@ def test_decode_finds_a_local_generic_class_named_by_the_annotation() -> None:
 
     # Then
     assert_same(decoded, Box(Decimal("2")))
+
+
+def test_decode_finds_a_class_moved_to_another_module_through_the_annotation() -> None:
+    # Given a Point stored when the class lived in another module
+    stored = {"$type": "dataclass", "class": "old.models:Point", "fields": {"x": 1, "y": 2}}
+
+    # When the code reading it back annotates the Point of this module
+    decoded = decode(stored, Point | None)
+
+    # Then
+    assert_same(decoded, Point(1, 2))
