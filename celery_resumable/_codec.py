@@ -26,7 +26,7 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from ._decoding import DECODE_ERRORS, TAG, decode_value, type_name
+from ._decoding import decode_value, type_name
 from ._scope import (
     PydanticModel,
     Scope,
@@ -36,6 +36,7 @@ from ._scope import (
     reference,
     return_type,
 )
+from ._tagged import DECODE_ERRORS, TAG
 from ._types import JSONValue
 from .errors import CursorDecodeError, CursorEncodeError
 
