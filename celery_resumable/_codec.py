@@ -1,269 +1,398 @@
 """Typed JSON encoding and decoding of cursors and step results.
 
-Encoding turns a value into plain JSON: dataclasses and pydantic models become objects,
-``datetime``/``date``/``time`` ISO strings, ``UUID`` and ``Decimal`` strings, tuples and
-sets arrays, enums their value. Decoding is driven by a type (a cursor type or an
-annotation) and rebuilds the same value; with no type it returns the plain JSON.
+JSON values (None, bool, int, float, str, lists, objects with string keys) are stored
+as they are. Every other supported value is stored tagged, saying what it is, so that
+it comes back as the same type with or without an annotation::
+
+    {"$type": "decimal", "value": "1.50"}
+    {"$type": "tuple", "items": [1, "a"]}
+    {"$type": "dataclass", "class": "shop.tasks:Totals", "fields": {"count": 3}}
+
+A value is checked when it is encoded: when it would not come back equal and of the
+same type (read the way a resumed run reads it, with the same annotation and function),
+CursorEncodeError names it at once. See docs/concepts.md for the format.
 """
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import enum
-import inspect
 import math
-import types
-import typing
 import uuid
-from collections.abc import Mapping, Sequence
-from decimal import Decimal, InvalidOperation
-from typing import Any, NoReturn
+import zoneinfo
+from collections.abc import Mapping
+from decimal import Decimal
+from typing import Any
 
+from ._decoding import decode_value, type_name
+from ._scope import (
+    PydanticModel,
+    Scope,
+    class_kind,
+    first_parameter_type,
+    is_named_tuple,
+    reference,
+    return_type,
+)
+from ._tagged import DECODE_ERRORS, TAG
 from ._types import JSONValue
 from .errors import CursorDecodeError, CursorEncodeError
 
-try:  # pydantic is optional
-    from pydantic import BaseModel as _PydanticModel
-except ImportError:  # pragma: no cover - exercised only without pydantic
-    _PydanticModel = None  # type: ignore[assignment,misc]
+__all__ = ["Scope", "decode", "encode", "first_parameter_type", "return_type"]
 
-__all__ = ["decode", "encode", "first_parameter_type", "return_type"]
-
-_SCALARS = (str, int, bool)
+# Above this a float's repr has an exponent, and PostgreSQL's JSONB gives it back as
+# an integer: such floats are stored tagged.
+_LARGE_FLOAT = 1e16
+_JSON_SCALARS = frozenset({int, str, bool, float, type(None)})
 
 
-def encode(value: object, what: str = "value") -> JSONValue:
-    """Return ``value`` as plain JSON; raise CursorEncodeError naming ``what`` and the type."""
+def encode(value: Any, what: str = "value", *, scope: Scope | None = None) -> JSONValue:
+    """Return ``value`` as JSON, checked to come back equal and of the same type.
+
+    ``scope`` is how a resumed run reads the value back: the annotation and the step
+    function; without one, the value is checked as read without an annotation. Raises
+    CursorEncodeError naming ``what``, the path inside the value and the type.
+    """
+    kind = type(value)
+    # Built-in values read without an annotation come back as they are, by construction;
+    # so do values of a type already checked against the annotation.
+    trusted = scope is None or scope.target is None or kind in scope.trusted
+    if trusted and (
+        kind is int
+        or kind is bool
+        or value is None
+        or (kind is str and value.isascii() and "\x00" not in value)
+    ):
+        return value  # type: ignore[no-any-return]
+    classes: list[type] = []
     try:
-        return _encode(value, None)
+        if kind is tuple:  # the common cursor of keyset pagination: one call less
+            data: JSONValue = {TAG: "tuple", "items": _encode_items(value, None, classes)}
+        else:
+            data = _encode(value, None, classes)
     except CursorEncodeError:
         # Paths are built only to report an error: encode again, naming where it failed.
-        return _encode(value, what)
+        _encode(value, what, [])
+        raise
+    except RecursionError:
+        raise CursorEncodeError(
+            f"cannot store {what}: the value contains itself or is nested too deeply"
+        ) from None
+    if trusted and not classes:
+        return data
+    if scope is None:
+        scope = Scope()
+    # A cursor is checked once per type (and classes inside it) in a step, unless the
+    # check depends on the value: a Literal, or a list or dict read as an annotation
+    # says (their items are read as the annotation says, one by one).
+    key: Any = (kind, frozenset(classes)) if classes else kind
+    if not scope.cacheable or (kind in (list, dict) and scope.target is not None):
+        key = None
+    if key is None or key not in scope.trusted:
+        _check(value, data, what, scope)
+        if key is not None:
+            scope.trusted.add(key)
+    return data
 
 
-def _encode(value: object, path: str | None) -> JSONValue:
-    if value is None or isinstance(value, _SCALARS):
-        return value
-    if isinstance(value, float):
-        if not math.isfinite(value):
-            raise CursorEncodeError(f"cannot store {path}: {value!r} is not a finite number")
-        return value
-    if isinstance(value, enum.Enum):
-        return _encode(value.value, path)
-    if isinstance(value, dt.datetime | dt.date | dt.time):
-        return value.isoformat()
-    if isinstance(value, uuid.UUID | Decimal):
-        return str(value)
-    if _PydanticModel is not None and isinstance(value, _PydanticModel):
+def decode(data: JSONValue, target: Any, what: str = "value", *, scope: Scope | None = None) -> Any:
+    """Rebuild a stored value; ``target`` is the annotation to read it as (None: as stored).
+
+    Tagged values come back as stored and are checked against ``target``; plain JSON is
+    read as ``target`` says. ``scope`` gives the step function whose objects a stored
+    class is looked up among. Raises CursorDecodeError naming ``what`` and the type.
+    """
+    try:
+        return decode_value(data, target, what, scope if scope is not None else Scope(target))
+    except CursorDecodeError:
+        raise
+    except DECODE_ERRORS as exc:
+        raise CursorDecodeError(f"cannot read {what} back as {type_name(target)}: {exc}") from exc
+
+
+# -- encoding -----------------------------------------------------------------------------
+
+
+def _encode(value: Any, path: str | None, classes: list[type]) -> JSONValue:
+    kind = type(value)
+    if kind is str:
+        if value.isascii() and "\x00" not in value:
+            return value  # type: ignore[no-any-return]
+        return _encode_text(value, path, None)
+    if kind is int or kind is bool or value is None:
+        return value  # type: ignore[no-any-return]
+    if kind is tuple:
+        return {TAG: "tuple", "items": _encode_items(value, path, classes)}
+    if kind is list:
+        return _encode_items(value, path, classes)
+    if kind is dict:
+        return _encode_dict(value, path, classes)
+    if kind is float:
+        return _encode_float(value, path, None)
+    writer = _WRITERS.get(kind)
+    if writer is not None:
+        return writer(value, path, classes)  # type: ignore[no-any-return]
+    return _encode_object(value, path, classes)
+
+
+def _encode_items(value: Any, path: str | None, classes: list[type]) -> list[JSONValue]:
+    if path is not None:
+        return [_encode(item, f"{path}[{index}]", classes) for index, item in enumerate(value)]
+    # Cursors are often short tuples of ints and strings: keep those without a call
+    # (and count by hand: cheaper than enumerate() on this path).
+    items = list(value)
+    index = 0
+    for item in value:
+        kind = type(item)
+        if kind is not int and not (kind is str and item.isascii() and "\x00" not in item):
+            items[index] = _encode(item, None, classes)
+        index += 1  # noqa: SIM113
+    return items
+
+
+def _encode_text(value: str, path: str | None, cls: type | None) -> JSONValue:
+    if not value.isascii():
         try:
-            dumped = value.model_dump(mode="json")
-        except ValueError as exc:  # pydantic's serialization errors are ValueErrors
+            value.encode("utf-8")
+        except UnicodeEncodeError:
             raise CursorEncodeError(
-                f"cannot store {path}: {type(value).__qualname__} cannot be dumped as JSON: {exc}"
-            ) from exc
-        return _encode(dumped, path)
-    if dataclasses.is_dataclass(value) and not isinstance(value, type):
-        return {
-            field.name: _encode(getattr(value, field.name), path and f"{path}.{field.name}")
-            for field in dataclasses.fields(value)
-        }
-    if isinstance(value, list | tuple):
-        if path is None:
-            return [_encode(item, None) for item in value]
-        return [_encode(item, f"{path}[{index}]") for index, item in enumerate(value)]
-    if isinstance(value, set | frozenset):
-        items = [_encode(item, path and f"{path}[]") for item in value]
-        try:
-            return sorted(items)  # type: ignore[type-var]
-        except TypeError:
-            return items
-    if isinstance(value, Mapping):
-        encoded: dict[str, JSONValue] = {}
-        for key, item in value.items():
-            if not isinstance(key, str):
-                raise CursorEncodeError(
-                    f"cannot store {path}: dict key {key!r} of type "
-                    f"{type(key).__qualname__} is not a string"
-                )
-            encoded[key] = _encode(item, path and f"{path}[{key!r}]")
-        return encoded
+                f"cannot store {path}: the string contains a lone surrogate "
+                f"({value[:40]!r}), which databases refuse"
+            ) from None
+    if "\x00" in value:
+        # JSONB refuses NUL in strings: store the parts between the NULs.
+        data: dict[str, JSONValue] = {TAG: "str", "parts": list(value.split("\x00"))}
+    elif cls is None:
+        return value
+    else:
+        data = {TAG: "str", "value": str.__str__(value)}
+    if cls is not None:
+        data["class"] = reference(cls)
+    return data
+
+
+def _encode_float(value: float, path: str | None, cls: type | None) -> JSONValue:
+    if not math.isfinite(value):
+        raise CursorEncodeError(f"cannot store {path}: {value!r} is not a finite number")
+    if cls is None and -_LARGE_FLOAT < value < _LARGE_FLOAT:
+        return value
+    data: dict[str, JSONValue] = {TAG: "float", "value": float.__repr__(value)}
+    if cls is not None:
+        data["class"] = reference(cls)
+    return data
+
+
+def _encode_dict(value: dict[Any, Any], path: str | None, classes: list[type]) -> JSONValue:
+    encoded: dict[str, JSONValue] = {}
+    for key, item in value.items():
+        if type(key) is not str or "\x00" in key:
+            _refuse_key(key, path)
+        encoded[key] = _encode(item, path and f"{path}[{key!r}]", classes)
+    if TAG in encoded:  # a plain dict using the tag as a key: wrap it
+        return {TAG: "dict", "value": encoded}
+    return encoded
+
+
+def _refuse_key(key: object, path: str | None) -> None:
+    if isinstance(key, str):
+        problem = (
+            "contains a NUL character, which databases refuse"
+            if "\x00" in key
+            else f"of type {type(key).__qualname__} would come back as a plain str"
+        )
+        raise CursorEncodeError(f"cannot store {path}: dict key {key!r} {problem}")
     raise CursorEncodeError(
-        f"cannot store {path}: a value of type {type(value).__qualname__} is not JSON; "
-        "use JSON types, dataclasses, pydantic models, datetime, date, UUID, Decimal "
-        "or tuples"
+        f"cannot store {path}: dict key {key!r} of type {type(key).__qualname__} is not a string"
     )
 
 
-def decode(data: JSONValue, target: Any, what: str = "value") -> Any:
-    """Rebuild a value of type ``target`` from JSON; ``None`` as target returns ``data``."""
+def _encode_set(
+    value: set[Any] | frozenset[Any], path: str | None, classes: list[type]
+) -> JSONValue:
     try:
-        return _decode(data, target, what)
-    except CursorDecodeError:
-        raise
-    except (TypeError, ValueError, KeyError, InvalidOperation) as exc:
-        raise CursorDecodeError(f"cannot read {what} back as {_type_name(target)}: {exc}") from exc
-
-
-def _decode(data: JSONValue, target: Any, path: str) -> Any:
-    if target is None or target is Any or target is object:
-        return data
-    if target is type(None):
-        _expect(data is None, data, target, path)
-        return None
-    origin = typing.get_origin(target)
-    args = typing.get_args(target)
-    if origin is typing.Union or origin is types.UnionType:
-        return _decode_union(data, args, target, path)
-    if origin is typing.Literal:
-        for choice in args:
-            stored = _encode(choice, path)
-            if type(stored) is type(data) and stored == data:
-                return choice
-        _mismatch(data, target, path)
-    if origin is not None:
-        return _decode_generic(data, origin, args, target, path)
-    if isinstance(target, type):
-        return _decode_class(data, target, path)
-    raise CursorDecodeError(f"cannot read {path} back: unsupported type {target!r}")
-
-
-def _decode_union(data: JSONValue, args: tuple[Any, ...], target: Any, path: str) -> Any:
-    if data is None and type(None) in args:
-        return None
-    errors = []
-    for arg in args:
-        if arg is type(None):
-            continue
-        try:
-            return _decode(data, arg, path)
-        except (CursorDecodeError, TypeError, ValueError, KeyError, InvalidOperation) as exc:
-            errors.append(str(exc))
-    raise CursorDecodeError(f"cannot read {path} back as {_type_name(target)}: {'; '.join(errors)}")
-
-
-def _decode_generic(
-    data: JSONValue, origin: Any, args: tuple[Any, ...], target: Any, path: str
-) -> Any:
-    if origin in (list, set, frozenset) or origin is Sequence:
-        _expect(isinstance(data, list), data, target, path)
-        assert isinstance(data, list)
-        item_type = args[0] if args else None
-        items = [_decode(item, item_type, f"{path}[{i}]") for i, item in enumerate(data)]
-        return items if origin in (list, Sequence) else origin(items)
-    if origin is tuple:
-        _expect(isinstance(data, list), data, target, path)
-        assert isinstance(data, list)
-        if len(args) == 2 and args[1] is Ellipsis:
-            return tuple(_decode(item, args[0], f"{path}[{i}]") for i, item in enumerate(data))
-        if args == ((),):
-            args = ()
-        _expect(len(args) == len(data), data, target, path)
-        return tuple(
-            _decode(item, arg, f"{path}[{i}]")
-            for i, (item, arg) in enumerate(zip(data, args, strict=True))
-        )
-    if origin in (dict, Mapping):
-        _expect(isinstance(data, dict), data, target, path)
-        assert isinstance(data, dict)
-        value_type = args[1] if len(args) == 2 else None
-        return {key: _decode(item, value_type, f"{path}[{key!r}]") for key, item in data.items()}
-    raise CursorDecodeError(f"cannot read {path} back: unsupported type {target!r}")
-
-
-def _decode_class(data: Any, target: type, path: str) -> Any:
-    if target is bool or target is str:
-        _expect(isinstance(data, target), data, target, path)
-        return data
-    if target is int:
-        _expect(isinstance(data, int) and not isinstance(data, bool), data, target, path)
-        return data
-    if target is float:
-        _expect(isinstance(data, int | float) and not isinstance(data, bool), data, target, path)
-        return float(data)
-    if target in (list, tuple, set, frozenset, dict):
-        _expect(isinstance(data, dict if target is dict else list), data, target, path)
-        return data if target in (list, dict) else target(data)
-    if issubclass(target, enum.Enum):
-        for member in target:
-            if _encode(member.value, path) == data:
-                return member
-        _mismatch(data, target, path)
-    if target in (dt.datetime, dt.date, dt.time):
-        _expect(isinstance(data, str), data, target, path)
-        return target.fromisoformat(data)
-    if target is uuid.UUID or target is Decimal:
-        _expect(isinstance(data, str | int), data, target, path)
-        try:
-            return target(str(data))
-        except (ValueError, InvalidOperation):
-            _mismatch(data, target, path)
-    if _PydanticModel is not None and issubclass(target, _PydanticModel):
-        try:
-            return target.model_validate(data)
-        except ValueError as exc:
-            raise CursorDecodeError(
-                f"cannot read {path} back as {target.__qualname__}: {exc}"
-            ) from exc
-    if dataclasses.is_dataclass(target):
-        return _decode_dataclass(data, target, path)
-    raise CursorDecodeError(f"cannot read {path} back: unsupported type {target.__qualname__}")
-
-
-def _decode_dataclass(data: JSONValue, target: type, path: str) -> Any:
-    _expect(isinstance(data, dict), data, target, path)
-    assert isinstance(data, dict)
-    hints = _hints(target, f"the dataclass {target.__qualname__}")
-    values = {}
-    for field in dataclasses.fields(target):
-        if not field.init:
-            continue
-        if field.name in data:
-            values[field.name] = _decode(
-                data[field.name], hints.get(field.name), f"{path}.{field.name}"
-            )
-    try:
-        return target(**values)
-    except TypeError as exc:
-        raise CursorDecodeError(f"cannot read {path} back as {target.__qualname__}: {exc}") from exc
-
-
-def _expect(ok: bool, data: JSONValue, target: Any, path: str) -> None:
-    if not ok:
-        _mismatch(data, target, path)
-
-
-def _mismatch(data: JSONValue, target: Any, path: str) -> NoReturn:
-    raise CursorDecodeError(f"cannot read {path} back as {_type_name(target)}: found {data!r}")
-
-
-def _type_name(target: Any) -> str:
-    return target.__qualname__ if isinstance(target, type) else repr(target)
-
-
-def first_parameter_type(fn: Any, what: str) -> Any:
-    """Return the annotation of ``fn``'s first parameter, or None when it has none."""
-    hints = _hints(fn, what)
-    try:
-        parameters = list(inspect.signature(fn).parameters)
-    except (TypeError, ValueError):
-        return None
-    if not parameters:
-        return None
-    return hints.get(parameters[0])
-
-
-def return_type(fn: Any, what: str) -> Any:
-    """Return ``fn``'s return annotation, or None when it has none."""
-    return _hints(fn, what).get("return")
-
-
-def _hints(fn: Any, what: str) -> dict[str, Any]:
-    try:
-        return typing.get_type_hints(fn)
-    except NameError as exc:
-        raise CursorDecodeError(
-            f"cannot resolve the annotations of {what}: {exc}; pass the type explicitly"
-        ) from exc
+        ordered = sorted(value)  # the same set is stored the same way every time
     except TypeError:
-        return {}
+        ordered = list(value)
+    items = [_encode(item, path and f"{path}[]", classes) for item in ordered]
+    return {TAG: "set" if type(value) is set else "frozenset", "items": items}
+
+
+def _encode_datetime(value: dt.datetime, path: str | None, classes: list[type]) -> JSONValue:
+    data: dict[str, JSONValue] = {TAG: "datetime", "value": value.isoformat()}
+    zone = value.tzinfo
+    if isinstance(zone, zoneinfo.ZoneInfo) and zone.key:
+        data["zone"] = zone.key  # else the UTC offset alone comes back: an equal datetime
+    if value.fold:
+        data["fold"] = 1  # the second of two equal wall times (a clock set back)
+    return data
+
+
+def _encode_time(value: dt.time, path: str | None, classes: list[type]) -> JSONValue:
+    if value.tzinfo is not None and not isinstance(value.tzinfo, dt.timezone):
+        raise CursorEncodeError(
+            f"cannot store {path}: a time with tzinfo of type {type(value.tzinfo).__qualname__} "
+            "has no fixed UTC offset; use datetime.timezone or a datetime"
+        )
+    return {TAG: "time", "value": value.isoformat()}
+
+
+def _encode_timedelta(value: dt.timedelta, path: str | None, classes: list[type]) -> JSONValue:
+    return {
+        TAG: "timedelta",
+        "days": value.days,
+        "seconds": value.seconds,
+        "microseconds": value.microseconds,
+    }
+
+
+_Writer = Any  # Callable[[value, path, classes], JSONValue] for each exact type
+_WRITERS: dict[type, _Writer] = {
+    set: _encode_set,
+    frozenset: _encode_set,
+    dt.datetime: _encode_datetime,
+    dt.date: lambda value, path, classes: {TAG: "date", "value": value.isoformat()},
+    dt.time: _encode_time,
+    dt.timedelta: _encode_timedelta,
+    uuid.UUID: lambda value, path, classes: {TAG: "uuid", "value": str(value)},
+    Decimal: lambda value, path, classes: {TAG: "decimal", "value": str(value)},
+}
+
+
+def _encode_object(value: Any, path: str | None, classes: list[type]) -> JSONValue:
+    cls = type(value)
+    kind = class_kind(cls)
+    if kind is None:
+        raise CursorEncodeError(f"cannot store {path}: {_unsupported(cls)}")
+    classes.append(cls)
+    if kind == "enum":
+        member = _encode(value.value, path and f"{path}.value", classes)
+        return {TAG: "enum", "class": reference(cls), "value": member}
+    if kind == "int":
+        return {TAG: "int", "class": reference(cls), "value": int(value)}
+    if kind == "str":
+        return _encode_text(value, path, cls)
+    if kind == "float":
+        return _encode_float(value, path, cls)
+    if kind == "dataclass":
+        items = [(field.name, getattr(value, field.name)) for field in dataclasses.fields(value)]
+    elif kind == "namedtuple":
+        items = list(zip(cls._fields, value, strict=True))
+    else:  # pydantic: its fields, then its extra fields
+        items = list(value)
+    fields = {name: _encode(item, path and f"{path}.{name}", classes) for name, item in items}
+    return {TAG: kind, "class": reference(cls), "fields": fields}
+
+
+def _unsupported(cls: type) -> str:
+    name = cls.__qualname__
+    if issubclass(cls, Mapping):
+        return f"a value of type {name} would come back as a dict; store dict(value)"
+    if issubclass(cls, list):
+        return f"a value of type {name} would come back as a list; store list(value)"
+    return (
+        f"a value of type {name} is not JSON; use JSON types, dataclasses, pydantic "
+        "models, named tuples, enums, datetime, date, time, timedelta, UUID, Decimal, "
+        "tuples or sets"
+    )
+
+
+# -- the check that a value comes back -----------------------------------------------------
+
+
+def _check(value: object, data: JSONValue, what: str, scope: Scope) -> None:
+    try:
+        decoded = decode(data, scope.target, what, scope=scope)
+    except CursorDecodeError as exc:
+        raise CursorEncodeError(
+            f"cannot store {what}: a value of type {type(value).__qualname__} could not be "
+            f"read back in a resumed run: {exc}"
+        ) from exc
+    difference = _difference(value, decoded, what, None)
+    if difference is not None:
+        raise CursorEncodeError(f"cannot store {what}: {difference}")
+
+
+def _difference(original: Any, decoded: Any, path: str, owner: type | None) -> str | None:
+    """Where ``decoded`` is not equal to ``original`` or not of its type, or None.
+
+    ``owner`` is the class whose field is compared, rebuilt from its stored fields.
+    """
+    kind = type(original)
+    if kind is not type(decoded):
+        return (
+            f"{path} is a {kind.__qualname__} but would come back as a "
+            f"{type(decoded).__qualname__} in a resumed run; make the annotation say what "
+            "the value is"
+        )
+    if kind in _JSON_SCALARS:
+        return None if original == decoded else _changed(original, decoded, path, owner)
+    if kind is list or kind is tuple:
+        if len(original) != len(decoded):
+            return _changed(original, decoded, path, owner)
+        for index, (left, right) in enumerate(zip(original, decoded, strict=True)):
+            found = _difference(left, right, f"{path}[{index}]", owner)
+            if found is not None:
+                return found
+        return None
+    if kind is dict:
+        if original.keys() != decoded.keys():
+            return _changed(original, decoded, path, owner)
+        for key, item in original.items():
+            found = _difference(item, decoded[key], f"{path}[{key!r}]", owner)
+            if found is not None:
+                return found
+        return None
+    if kind is set or kind is frozenset:
+        same = original == decoded and collections.Counter(map(type, original)) == (
+            collections.Counter(map(type, decoded))
+        )
+        return None if same else _changed(original, decoded, path, owner)
+    if kind is Decimal:  # NaN is not equal to itself; the digits must be kept
+        same = str(original) == str(decoded)
+        return None if same else _changed(original, decoded, path, owner)
+    fields = _fields_of(original)
+    if fields is not None:
+        decoded_fields = _fields_of(decoded) or {}
+        for name, item in fields.items():
+            if name not in decoded_fields:
+                return _changed(original, decoded, path, kind)
+            found = _difference(item, decoded_fields[name], f"{path}.{name}", kind)
+            if found is not None:
+                return found
+        return None
+    try:
+        same = bool(original == decoded) and vars_of(original) == vars_of(decoded)
+    except Exception:  # noqa: BLE001 - a failing __eq__ means "not the same"
+        same = False
+    return None if same else _changed(original, decoded, path, owner)
+
+
+def _fields_of(value: Any) -> dict[str, Any] | None:
+    """The fields a class value is rebuilt from, compared one by one; None for others."""
+    kind = type(value)
+    if dataclasses.is_dataclass(kind):
+        return {field.name: getattr(value, field.name) for field in dataclasses.fields(value)}
+    if is_named_tuple(kind):
+        return dict(zip(kind._fields, value, strict=True))
+    if PydanticModel is not None and isinstance(value, PydanticModel):
+        return {**dict(value), "__pydantic_private__": value.__pydantic_private__}
+    return None
+
+
+def vars_of(value: object) -> dict[str, Any] | None:
+    """The instance attributes of a value (a subclass of int keeps them in ``__dict__``)."""
+    return getattr(value, "__dict__", None) if not isinstance(value, enum.Enum) else None
+
+
+def _changed(original: object, decoded: object, path: str, owner: type | None) -> str:
+    cause = (
+        f"{owner.__qualname__} is rebuilt from its stored fields and does not come back equal"
+        if owner is not None
+        else "the value does not come back equal"
+    )
+    return (
+        f"{path} of type {type(original).__qualname__} would come back as {decoded!r} "
+        f"instead of {original!r} in a resumed run; {cause}"
+    )

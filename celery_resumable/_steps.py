@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import itertools
 from collections.abc import Callable, Iterable, Iterator, Sized
+from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar, overload
 
-from ._codec import decode, encode, first_parameter_type, return_type
+from ._codec import Scope, decode, encode, first_parameter_type, return_type
 from ._context import Run, current_run
 from .errors import CursorDecodeError, NotInStepError
 
@@ -15,18 +16,25 @@ __all__ = ["iterate", "set_cursor", "step", "step_cursor"]
 P = ParamSpec("P")
 T = TypeVar("T")
 
+# How the cursor of the running step_cursor function is read back, for set_cursor.
+_cursor_scope: ContextVar[Scope | None] = ContextVar("celery_resumable_cursor", default=None)
+
 
 def step(name: str, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) -> T:
     """Run ``fn(*args, **kwargs)`` as step ``name`` unless an earlier run finished it.
 
     Returns ``fn``'s result, which is stored as JSON; a skipped step returns the stored
-    result decoded to ``fn``'s return annotation (plain JSON without one).
+    result, equal to it and of the same type (checked against ``fn``'s return annotation
+    when it has one).
 
     Raises DuplicateStepError, NestedStepError, StepMismatchError,
-    NotInResumableTaskError, CursorEncodeError (result not storable) and
-    CursorDecodeError (stored result not readable as the annotation).
+    NotInResumableTaskError, CursorEncodeError (a result that would not come back equal
+    and of the same type) and CursorDecodeError (an annotation naming a class that
+    cannot be found, or a stored result that does not fit the annotation).
     """
-    return _run_step(current_run("step"), name, fn, lambda _cursor: fn(*args, **kwargs))
+    run = current_run("step")
+    scope = Scope(return_type(fn, f"the function of step {name!r}"), fn)
+    return _run_step(run, name, scope, lambda _cursor: fn(*args, **kwargs))
 
 
 def step_cursor(name: str, fn: Callable[[Any], T], /, *, cursor_type: Any = None) -> T:
@@ -38,17 +46,27 @@ def step_cursor(name: str, fn: Callable[[Any], T], /, *, cursor_type: Any = None
     Raises what ``step`` raises.
     """
     run = current_run("step_cursor")
-    target = _cursor_type(fn, cursor_type, f"the function of step {name!r}")
-    return _run_step(run, name, fn, lambda cursor: fn(_decode_cursor(name, cursor, target)))
+    what = f"the function of step {name!r}"
+    cursor_scope = Scope(_cursor_type(fn, cursor_type, what), fn)
+
+    def call(cursor: Any) -> T:
+        token = _cursor_scope.set(cursor_scope)
+        try:
+            return fn(_decode_cursor(name, cursor, cursor_scope))
+        finally:
+            _cursor_scope.reset(token)
+
+    return _run_step(run, name, Scope(return_type(fn, what), fn), call)
 
 
-def _run_step(run: Run, name: str, fn: Callable[..., T], call: Callable[[Any], T]) -> T:
+def _run_step(run: Run, name: str, scope: Scope, call: Callable[[Any], T]) -> T:
     start = run.begin(name)
     if start.skipped:
-        return _stored_result(name, fn, start.result)  # type: ignore[no-any-return]
+        what = f"the stored result of step {name!r}"
+        return decode(start.result, scope.target, what, scope=scope)  # type: ignore[no-any-return]
     try:
         result = call(start.cursor)
-        encoded = encode(result, f"the result of step {name!r}")
+        encoded = encode(result, f"the result of step {name!r}", scope=scope)
     except BaseException:
         run.abort(name)
         raise
@@ -60,13 +78,15 @@ def set_cursor(value: object) -> None:
     """Record ``value`` as the cursor of the running step; a checkpoint boundary.
 
     The value is encoded at once. Raises CursorEncodeError naming the type when it
-    cannot be stored, NotInStepError outside a step, NotInResumableTaskError outside a
-    resumable task, and TaskInterrupted when the run must stop here.
+    cannot be stored or would not come back equal and of the same type (read as the
+    step function's cursor type), NotInStepError outside a step,
+    NotInResumableTaskError outside a resumable task, and TaskInterrupted when the run
+    must stop here.
     """
     run = current_run("set_cursor")
     if run.active is None:
         raise NotInStepError("set_cursor")
-    run.set_cursor(encode(value, run.cursor_label))
+    run.set_cursor(encode(value, run.cursor_label, scope=_cursor_scope.get()))
 
 
 @overload
@@ -93,17 +113,18 @@ def iterate(name: str, source: Any, /, *, cursor_type: Any = None) -> Iterator[A
     target = (
         _cursor_type(source, cursor_type, f"the source of step {name!r}") if by_cursor else None
     )
+    scope = Scope(target, source if by_cursor else None)
     start = run.begin(name)
     if start.skipped:
         return
     total = len(source) if isinstance(source, Sized) else None
     try:
         if by_cursor:
-            cursor = _decode_cursor(name, start.cursor, target)
+            cursor = _decode_cursor(name, start.cursor, scope)
             run.measure(0, total)
             for position, item in source(cursor):
                 yield item
-                run.set_cursor(encode(position, run.cursor_label))
+                run.set_cursor(encode(position, run.cursor_label, scope=scope))
         else:
             done = _count_cursor(name, start.cursor)
             run.measure(done, total)
@@ -117,19 +138,14 @@ def iterate(name: str, source: Any, /, *, cursor_type: Any = None) -> Iterator[A
     run.finish(name, None)
 
 
-def _stored_result(name: str, fn: Callable[..., Any], stored: Any) -> Any:
-    target = return_type(fn, f"the function of step {name!r}")
-    return decode(stored, target, f"the stored result of step {name!r}")
-
-
 def _cursor_type(fn: Callable[..., Any], explicit: Any, what: str) -> Any:
     return explicit if explicit is not None else first_parameter_type(fn, what)
 
 
-def _decode_cursor(name: str, cursor: Any, target: Any) -> Any:
+def _decode_cursor(name: str, cursor: Any, scope: Scope) -> Any:
     if cursor is None:
         return None
-    return decode(cursor, target, f"the cursor of step {name!r}")
+    return decode(cursor, scope.target, f"the cursor of step {name!r}", scope=scope)
 
 
 def _count_cursor(name: str, cursor: Any) -> int:

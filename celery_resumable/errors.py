@@ -110,7 +110,8 @@ class NotInResumableTaskError(ResumableError):
 
 
 class CursorEncodeError(ResumableError):
-    """Raised when a cursor or a step result cannot be stored as JSON."""
+    """Raised when a cursor or a step result cannot be stored as JSON, or would not come
+    back equal and of the same type."""
 
 
 class CursorDecodeError(ResumableError):

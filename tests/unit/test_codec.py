@@ -2,20 +2,34 @@
 
 from __future__ import annotations
 
+import collections
 import dataclasses
 import datetime as dt
 import enum
 import json
 import math
+import sys
 import uuid
+import zoneinfo
 from decimal import Decimal
-from typing import TYPE_CHECKING, Any, Literal, Optional
+from typing import (
+    TYPE_CHECKING,
+    Any,
+    Generic,
+    Literal,
+    NamedTuple,
+    NewType,
+    Optional,
+    TypedDict,
+    TypeVar,
+)
 
 import pydantic
 import pytest
 
-from celery_resumable._codec import decode, encode, first_parameter_type, return_type
+from celery_resumable._codec import Scope, decode, encode, first_parameter_type, return_type
 from celery_resumable.errors import CursorDecodeError, CursorEncodeError
+from tests.unit.sameness import assert_same
 
 # --- types used by the tests -------------------------------------------------------------
 
@@ -75,6 +89,44 @@ class Opaque:
     """A class the codec does not know."""
 
 
+class Pair(NamedTuple):
+    left: int
+    right: str
+
+
+class Money(TypedDict):
+    amount: Decimal
+    day: dt.date
+
+
+class UserId(int):
+    """An int that says what it counts."""
+
+
+class Sku(str):
+    """A str that says what it names."""
+
+
+class Ratio(float):
+    """A float that says what it measures."""
+
+
+class Permission(enum.Flag):
+    READ = 1
+    WRITE = 2
+
+
+OrderId = NewType("OrderId", int)
+
+
+@dataclasses.dataclass
+class Invoice:
+    lines: list[Pair]
+    totals: dict[str, Decimal]
+    owner: UserId
+    paid_on: dt.date | None = None
+
+
 class Address(pydantic.BaseModel):
     city: str
     postcode: str
@@ -119,6 +171,7 @@ def _round_trip(value: object, target: Any) -> Any:
 
 
 UTC_PLUS_2 = dt.timezone(dt.timedelta(hours=2))
+PARIS = zoneinfo.ZoneInfo("Europe/Paris")
 CUSTOMER = Customer(
     name="Ada",
     address=Address(city="London", postcode="N1"),
@@ -174,14 +227,51 @@ CUSTOMER = Customer(
         pytest.param(True, bool, id="bool"),
         pytest.param(2.5, float, id="float"),
         pytest.param(10**30, int, id="big-int"),
+        pytest.param(3, float, id="int-for-float"),
+        pytest.param(1e300, float, id="float-with-an-exponent"),
+        pytest.param(Pair(1, "a"), Pair, id="named-tuple"),
+        pytest.param(Pair(1, "a"), tuple[int, str], id="named-tuple-as-tuple"),
+        pytest.param(
+            {"amount": Decimal("1.50"), "day": dt.date(2024, 1, 2)}, Money, id="typed-dict"
+        ),
+        pytest.param(OrderId(5), OrderId, id="new-type"),
+        pytest.param(UserId(7), UserId, id="int-subclass"),
+        pytest.param(Sku("A-1"), Sku, id="str-subclass"),
+        pytest.param(Ratio(0.5), Ratio, id="float-subclass"),
+        pytest.param(Permission.READ | Permission.WRITE, Permission, id="flag-combination"),
+        pytest.param(dt.timedelta(days=-2, microseconds=7), dt.timedelta, id="timedelta"),
+        pytest.param(dt.datetime(2024, 10, 27, 2, 30, tzinfo=PARIS), dt.datetime, id="zoned"),
+        pytest.param(
+            dt.datetime(2024, 10, 27, 2, 30, tzinfo=PARIS, fold=1), dt.datetime, id="zoned-fold"
+        ),
+        pytest.param(
+            Invoice([Pair(1, "a")], {"net": Decimal("9.99")}, UserId(3), dt.date(2024, 5, 6)),
+            Invoice,
+            id="nested-classes",
+        ),
+        pytest.param(
+            {"a": [dt.date(2024, 1, 1), None], "b": [(UserId(1), Decimal("1"))]},
+            dict[str, list[Any]],
+            id="nested-containers-of-typed-values",
+        ),
+        pytest.param({"$type": "mine", "items": (1,)}, dict[str, Any], id="dict-with-tag-key"),
+        pytest.param("a\x00b", str, id="nul-in-str"),
+        pytest.param(Decimal("NaN"), Decimal, id="decimal-nan"),
+        pytest.param(frozenset({Color.RED}), frozenset[Color], id="frozenset-of-enums"),
     ],
 )
-def test_round_trip_rebuilds_an_equal_value_of_the_same_type(value: object, target: Any) -> None:
+@pytest.mark.parametrize("annotated", [True, False], ids=["annotated", "no-annotation"])
+def test_round_trip_rebuilds_an_equal_value_of_the_same_type(
+    value: object, target: Any, annotated: bool
+) -> None:
     # When
-    decoded = _round_trip(value, target)
+    decoded = _round_trip(value, target if annotated else None)
 
     # Then
-    assert decoded == value
+    if isinstance(value, Decimal) and value.is_nan():
+        assert str(decoded) == "NaN"
+    else:
+        assert_same(decoded, value)
     assert type(decoded) is type(value)
 
 
@@ -223,32 +313,113 @@ def test_round_trip_rebuilds_nested_pydantic_models_and_their_datetimes() -> Non
 
 
 @pytest.mark.parametrize(
-    ("value", "expected"),
+    "value",
     [
-        pytest.param(Point(1, 2), {"x": 1, "y": 2}, id="dataclass"),
-        pytest.param(Page(3), {"offset": 3, "token": None, "limit": None, "tags": []}, id="page"),
-        pytest.param(Totals(1, 2), {"a": 1, "b": 2, "total": 3}, id="init-false-field"),
-        pytest.param(Address(city="A", postcode="B"), {"city": "A", "postcode": "B"}, id="model"),
-        pytest.param(dt.datetime(2024, 1, 2, 3, 4, 5), "2024-01-02T03:04:05", id="datetime"),
-        pytest.param(
-            dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
-            "2024-01-02T03:04:05+00:00",
-            id="aware-datetime",
-        ),
-        pytest.param(dt.date(2024, 1, 2), "2024-01-02", id="date"),
-        pytest.param(dt.time(3, 4, 5), "03:04:05", id="time"),
-        pytest.param(uuid.UUID(int=1), "00000000-0000-0000-0000-000000000001", id="uuid"),
-        pytest.param(Decimal("1.10"), "1.10", id="decimal-keeps-its-digits"),
-        pytest.param(Color.RED, "red", id="enum"),
-        pytest.param((1, "a"), [1, "a"], id="tuple"),
-        pytest.param({3, 1, 2}, [1, 2, 3], id="set-sorted"),
-        pytest.param(frozenset({"b", "c", "a"}), ["a", "b", "c"], id="frozenset-sorted"),
-        pytest.param({"k": (1, 2)}, {"k": [1, 2]}, id="dict"),
-        pytest.param(None, None, id="none"),
-        pytest.param(1.5, 1.5, id="float"),
+        pytest.param(None, id="none"),
+        pytest.param(True, id="bool"),
+        pytest.param(10**30, id="big-int"),
+        pytest.param(1.5, id="float"),
+        pytest.param(-(10.0**15), id="large-float"),
+        pytest.param("text é ☃", id="str"),
+        pytest.param([1, "a", None, [2.5]], id="list"),
+        pytest.param({"k": [1, 2], "n": {"m": None}}, id="dict"),
     ],
 )
-def test_encode_returns_plain_json(value: object, expected: object) -> None:
+def test_encode_keeps_json_values_as_plain_json(value: object) -> None:
+    # When
+    encoded = encode(value)
+
+    # Then
+    assert encoded == value
+    assert json.loads(json.dumps(encoded, allow_nan=False)) == value
+
+
+@pytest.mark.parametrize(
+    ("value", "expected"),
+    [
+        pytest.param(
+            Point(1, 2),
+            {"$type": "dataclass", "class": f"{__name__}:Point", "fields": {"x": 1, "y": 2}},
+            id="dataclass",
+        ),
+        pytest.param(
+            Address(city="A", postcode="B"),
+            {
+                "$type": "pydantic",
+                "class": f"{__name__}:Address",
+                "fields": {"city": "A", "postcode": "B"},
+            },
+            id="pydantic",
+        ),
+        pytest.param(
+            Corner.TOP_LEFT,
+            {
+                "$type": "enum",
+                "class": f"{__name__}:Corner",
+                "value": {"$type": "tuple", "items": [0, 0]},
+            },
+            id="enum",
+        ),
+        pytest.param(
+            Pair(1, "a"),
+            {
+                "$type": "namedtuple",
+                "class": f"{__name__}:Pair",
+                "fields": {"left": 1, "right": "a"},
+            },
+            id="named-tuple",
+        ),
+        pytest.param(
+            UserId(7),
+            {"$type": "int", "class": f"{__name__}:UserId", "value": 7},
+            id="int-subclass",
+        ),
+        pytest.param(
+            dt.datetime(2024, 1, 2, 3, 4, 5),
+            {"$type": "datetime", "value": "2024-01-02T03:04:05"},
+            id="datetime",
+        ),
+        pytest.param(
+            dt.datetime(2024, 1, 2, 3, 4, 5, tzinfo=dt.UTC),
+            {"$type": "datetime", "value": "2024-01-02T03:04:05+00:00"},
+            id="aware-datetime",
+        ),
+        pytest.param(
+            dt.datetime(2024, 7, 1, 12, tzinfo=PARIS),
+            {"$type": "datetime", "value": "2024-07-01T12:00:00+02:00", "zone": "Europe/Paris"},
+            id="zoned-datetime",
+        ),
+        pytest.param(dt.date(2024, 1, 2), {"$type": "date", "value": "2024-01-02"}, id="date"),
+        pytest.param(dt.time(3, 4, 5), {"$type": "time", "value": "03:04:05"}, id="time"),
+        pytest.param(
+            dt.timedelta(days=1, seconds=2, microseconds=3),
+            {"$type": "timedelta", "days": 1, "seconds": 2, "microseconds": 3},
+            id="timedelta",
+        ),
+        pytest.param(
+            uuid.UUID(int=1),
+            {"$type": "uuid", "value": "00000000-0000-0000-0000-000000000001"},
+            id="uuid",
+        ),
+        pytest.param(Decimal("1.10"), {"$type": "decimal", "value": "1.10"}, id="decimal-digits"),
+        pytest.param((1, "a"), {"$type": "tuple", "items": [1, "a"]}, id="tuple"),
+        pytest.param({3, 1, 2}, {"$type": "set", "items": [1, 2, 3]}, id="set-sorted"),
+        pytest.param(
+            frozenset({"b", "c", "a"}),
+            {"$type": "frozenset", "items": ["a", "b", "c"]},
+            id="frozenset",
+        ),
+        pytest.param({"k": (1, 2)}, {"k": {"$type": "tuple", "items": [1, 2]}}, id="tuple-in-dict"),
+        pytest.param(1e16, {"$type": "float", "value": "1e+16"}, id="float-with-an-exponent"),
+        pytest.param("a\x00b\x00", {"$type": "str", "parts": ["a", "b", ""]}, id="nul-in-str"),
+        pytest.param(
+            {"$type": "mine", "n": 1},
+            {"$type": "dict", "value": {"$type": "mine", "n": 1}},
+            id="dict-using-the-tag-key",
+        ),
+    ],
+)
+def test_encode_tags_what_json_cannot_say(value: object, expected: object) -> None:
     # When
     encoded = encode(value)
 
@@ -265,8 +436,11 @@ def test_encode_of_a_set_of_unorderable_items_keeps_every_item() -> None:
     encoded = encode(value)
 
     # Then
-    assert isinstance(encoded, list)
-    assert sorted(encoded, key=json.dumps) == [{"x": 1, "y": 2}, {"x": 3, "y": 4}]
+    assert isinstance(encoded, dict)
+    items = encoded["items"]
+    assert isinstance(items, list)
+    fields = sorted((item["fields"] for item in items), key=json.dumps)  # type: ignore[index]
+    assert fields == [{"x": 1, "y": 2}, {"x": 3, "y": 4}]
 
 
 @pytest.mark.parametrize(
@@ -324,13 +498,13 @@ def test_decode_without_a_type_returns_the_plain_json(data: Any, target: Any) ->
 # --- int and float -----------------------------------------------------------------------
 
 
-def test_decode_float_target_accepts_an_int_and_returns_a_float() -> None:
-    # When
+def test_decode_float_target_accepts_an_int_and_keeps_it_an_int() -> None:
+    # When an int was stored by a function annotated ``-> float``
     decoded = decode(3, float)
 
-    # Then
-    assert decoded == 3.0
-    assert type(decoded) is float
+    # Then it comes back as the int the function returned
+    assert decoded == 3
+    assert type(decoded) is int
 
 
 @pytest.mark.parametrize(
@@ -711,8 +885,8 @@ def test_first_parameter_type_of_an_unresolvable_forward_reference_raises() -> N
     assert "pass the type explicitly" in message
 
 
-def test_return_type_of_an_unresolvable_forward_reference_raises() -> None:
-    # Given
+def test_return_type_of_a_local_class_is_found_in_the_functions_closure() -> None:
+    # Given a string annotation naming a class local to this function, used by the body
     class LocalResult:
         pass
 
@@ -720,5 +894,255 @@ def test_return_type_of_an_unresolvable_forward_reference_raises() -> None:
         return LocalResult()
 
     # When / Then
+    assert return_type(step, "step 'load'") is LocalResult
+
+
+def test_return_type_of_an_unresolvable_forward_reference_raises() -> None:
+    # Given a string annotation naming a local class the function does not hold
+    class LocalResult:
+        pass
+
+    def step() -> LocalResult:
+        return make_local_result()  # type: ignore[no-any-return]
+
+    def make_local_result() -> object:
+        return LocalResult()
+
+    # When / Then
     with pytest.raises(CursorDecodeError, match="name 'LocalResult' is not defined"):
         return_type(step, "step 'load'")
+
+
+# --- untagged JSON stored by version 0.1 -------------------------------------------------
+
+
+@pytest.mark.parametrize(
+    ("data", "target", "expected"),
+    [
+        pytest.param("2024-01-02", dt.date, dt.date(2024, 1, 2), id="date"),
+        pytest.param("1.50", Decimal, Decimal("1.50"), id="decimal"),
+        pytest.param([1, "a"], Pair, Pair(1, "a"), id="named-tuple"),
+        pytest.param(
+            {"amount": "1.50", "day": "2024-01-02"},
+            Money,
+            {"amount": Decimal("1.50"), "day": dt.date(2024, 1, 2)},
+            id="typed-dict",
+        ),
+        pytest.param(5, OrderId, 5, id="new-type"),
+        pytest.param(7, UserId, UserId(7), id="int-subclass"),
+        pytest.param("A-1", Sku, Sku("A-1"), id="str-subclass"),
+        pytest.param(3, Permission, Permission.READ | Permission.WRITE, id="flag"),
+        pytest.param([[1, "a"]], list[Pair], [Pair(1, "a")], id="list-of-named-tuples"),
+        pytest.param(
+            {"a": "0.1"}, dict[str, Decimal], {"a": Decimal("0.1")}, id="dict-of-decimals"
+        ),
+        pytest.param(
+            {"lines": [[1, "a"]], "totals": {"net": "2"}, "owner": 3},
+            Invoice,
+            Invoice([Pair(1, "a")], {"net": Decimal("2")}, UserId(3)),
+            id="nested-dataclass",
+        ),
+    ],
+)
+def test_decode_reads_untagged_json_as_the_annotation_says(
+    data: Any, target: Any, expected: object
+) -> None:
+    # When
+    decoded = decode(data, target)
+
+    # Then
+    assert_same(decoded, expected)
+
+
+def test_decode_of_a_union_prefers_the_member_that_takes_the_json_as_it_is() -> None:
+    # When an int was stored by a function annotated ``-> Decimal | int``
+    decoded = decode(5, Decimal | int)
+
+    # Then it stays the int it was
+    assert_same(decoded, 5)
+
+
+# --- class lookup --------------------------------------------------------------------------
+
+
+def test_decode_finds_a_local_class_in_the_functions_closure() -> None:
+    # Given a class local to this test, stored without an annotation
+    @dataclasses.dataclass
+    class Local:
+        when: dt.date
+
+    def produce() -> object:
+        return Local(dt.date(2024, 1, 2))
+
+    stored = json.loads(json.dumps(encode(produce(), scope=Scope(None, produce))))
+
+    # When
+    decoded = decode(stored, None, scope=Scope(None, produce))
+
+    # Then
+    assert_same(decoded, Local(dt.date(2024, 1, 2)))
+
+
+def test_decode_never_imports_the_module_a_stored_class_names() -> None:
+    # Given a stored class of a module nobody imported
+    assert "tabnanny" not in sys.modules
+    stored = {"$type": "dataclass", "class": "tabnanny:NannyNag", "fields": {}}
+
+    # When
+    with pytest.raises(CursorDecodeError) as excinfo:
+        decode(stored, None)
+
+    # Then
+    assert "the class NannyNag (module tabnanny) is not among the classes" in str(excinfo.value)
+    assert "tabnanny" not in sys.modules
+
+
+@pytest.mark.parametrize(
+    "stored",
+    [
+        pytest.param({"$type": "dataclass", "class": "os:system", "fields": {}}, id="a-function"),
+        pytest.param(
+            {"$type": "enum", "class": f"{__name__}:Point", "value": 1}, id="a-dataclass-as-enum"
+        ),
+        pytest.param({"$type": "int", "class": "builtins:bool", "value": 1}, id="bool-as-int"),
+        pytest.param(
+            {"$type": "dataclass", "class": f"{__name__}:Point.__init__", "fields": {}},
+            id="a-method",
+        ),
+    ],
+)
+def test_decode_only_builds_a_class_of_the_kind_stored(stored: Any) -> None:
+    with pytest.raises(CursorDecodeError, match="is not among the classes"):
+        decode(stored, None)
+
+
+def test_decode_of_an_unknown_tag_raises_cursor_decode_error() -> None:
+    with pytest.raises(CursorDecodeError, match="unknown stored type 'bytes'"):
+        decode({"$type": "bytes", "value": "AA=="}, None)
+
+
+def test_decode_checks_a_tagged_value_against_the_annotation() -> None:
+    # Given a cursor stored as a date, read by code that now expects an int
+    stored = encode(dt.date(2024, 1, 2))
+
+    # When / Then
+    with pytest.raises(CursorDecodeError, match="as int: the stored value is a date"):
+        decode(stored, int)
+
+
+# --- refusal when a value would not come back ------------------------------------------
+
+
+def test_encode_refuses_a_value_of_a_class_it_cannot_find_again() -> None:
+    # Given a class the code reading the value back does not hold
+    def make() -> object:
+        @dataclasses.dataclass
+        class Hidden:
+            n: int
+
+        return Hidden(1)
+
+    # When
+    with pytest.raises(CursorEncodeError) as excinfo:
+        encode(make(), "the result of step 'make'", scope=Scope(None, make))
+
+    # Then
+    message = str(excinfo.value)
+    assert message.startswith("cannot store the result of step 'make': a value of type ")
+    assert "Hidden" in message
+    assert "define the class at module level" in message
+
+
+def test_encode_refuses_a_value_its_annotation_would_turn_into_another_type() -> None:
+    with pytest.raises(CursorEncodeError) as excinfo:
+        encode("2024-01-02", "the result of step 'day'", scope=Scope(dt.date))
+
+    assert str(excinfo.value).startswith(
+        "cannot store the result of step 'day': the result of step 'day' is a str but would "
+        "come back as a date"
+    )
+
+
+@dataclasses.dataclass
+class Tally:
+    start: int
+    seen: int = dataclasses.field(init=False, default=0)
+
+
+def test_encode_refuses_a_dataclass_its_fields_do_not_rebuild() -> None:
+    # Given a field set outside __init__, which a rebuilt Tally does not get back
+    tally = Tally(1)
+    tally.seen = 5
+
+    # When / Then
+    with pytest.raises(CursorEncodeError, match=r"value\.seen of type int would come back as 0"):
+        encode(tally)
+
+
+@pytest.mark.parametrize(
+    ("value", "fragment"),
+    [
+        pytest.param(
+            collections.OrderedDict(a=1), "OrderedDict would come back as a dict", id="ordered-dict"
+        ),
+        pytest.param(
+            collections.defaultdict(list), "defaultdict would come back as a dict", id="defaultdict"
+        ),
+        pytest.param({Sku("a"): 1}, "of type Sku would come back as a plain str", id="str-key"),
+        pytest.param({"a\x00": 1}, "contains a NUL character", id="nul-in-key"),
+        pytest.param("\ud800", "lone surrogate", id="lone-surrogate"),
+        pytest.param(dt.time(1, tzinfo=PARIS), "has no fixed UTC offset", id="zoned-time"),
+    ],
+)
+def test_encode_refuses_what_would_not_come_back(value: object, fragment: str) -> None:
+    with pytest.raises(CursorEncodeError, match=fragment):
+        encode(value)
+
+
+def test_encode_checks_a_literal_cursor_at_every_value() -> None:
+    # Given a scope whose annotation accepts only some strings, after an accepted one
+    scope = Scope(Literal["a", "b"])
+    assert encode("a", scope=scope) == "a"
+
+    # When / Then another string is still checked
+    with pytest.raises(CursorEncodeError, match="'c'"):
+        encode("c", scope=scope)
+
+
+def test_encode_of_a_value_that_contains_itself_raises_cursor_encode_error() -> None:
+    # Given
+    loop: list[object] = []
+    loop.append(loop)
+
+    # When / Then
+    with pytest.raises(CursorEncodeError, match="contains itself"):
+        encode(loop)
+
+
+_Item = TypeVar("_Item")
+
+
+def test_decode_finds_a_local_generic_class_named_by_the_annotation() -> None:
+    # Given a generic dataclass local to this test, named only by the annotation
+    @dataclasses.dataclass
+    class Box(Generic[_Item]):
+        item: _Item
+
+    stored = json.loads(json.dumps(encode(Box(Decimal("2")), scope=Scope(Box[Decimal]))))
+
+    # When
+    decoded = decode(stored, Box[Decimal])
+
+    # Then
+    assert_same(decoded, Box(Decimal("2")))
+
+
+def test_decode_finds_a_class_moved_to_another_module_through_the_annotation() -> None:
+    # Given a Point stored when the class lived in another module
+    stored = {"$type": "dataclass", "class": "old.models:Point", "fields": {"x": 1, "y": 2}}
+
+    # When the code reading it back annotates the Point of this module
+    decoded = decode(stored, Point | None)
+
+    # Then
+    assert_same(decoded, Point(1, 2))

@@ -5,21 +5,26 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import datetime as dt
+import enum
 import uuid
+from collections.abc import Iterator
 from decimal import Decimal
-from typing import Any
+from typing import Any, NamedTuple, NewType, TypedDict
 
+import pydantic
 import pytest
 from celery import Celery
 
 from celery_resumable import (
     CheckpointStore,
+    FinishedStep,
     ResumableTask,
     iterate,
     set_cursor,
     step,
     step_cursor,
 )
+from celery_resumable._records import State
 from celery_resumable.errors import (
     CursorDecodeError,
     CursorEncodeError,
@@ -30,6 +35,8 @@ from celery_resumable.errors import (
     StepMismatchError,
 )
 from celery_resumable.testing import interrupt_after_step, interrupt_at_cursor
+from tests.conftest import drop_table
+from tests.unit.sameness import assert_same
 
 
 @dataclasses.dataclass(frozen=True)
@@ -78,14 +85,14 @@ def test_finished_steps_are_skipped_and_return_their_stored_result(
     assert [s.name for s in checkpoint.finished_steps] == ["download", "notify"]
 
 
-def test_result_without_annotation_comes_back_as_plain_json(app: Celery) -> None:
+def test_result_without_annotation_comes_back_as_the_same_type(app: Celery) -> None:
     @app.task(base=ResumableTask, bind=True)
     def job(self: Any) -> Any:
         return step("load", lambda: (1, 2))
 
     with interrupt_after_step("load"):
         first = job.apply()
-    assert job.apply(task_id=first.id).result == [1, 2]
+    assert_same(job.apply(task_id=first.id).result, (1, 2))
 
 
 def test_cursor_step_resumes_from_a_typed_cursor(app: Celery) -> None:
@@ -388,3 +395,409 @@ def test_a_caught_step_failure_lets_the_task_go_on(
     checkpoint = checkpoints.get(result.id)
     assert checkpoint is not None
     assert [s.name for s in checkpoint.finished_steps] == ["optional", "next"]
+
+
+# --- typed results and cursors come back as they were --------------------------------------
+
+
+class Shade(enum.Enum):
+    LIGHT = "light"
+    DARK = "dark"
+
+
+class Line(NamedTuple):
+    sku: str
+    quantity: int
+
+
+class Amounts(TypedDict):
+    amount: Decimal
+    day: dt.date
+
+
+class AccountId(int):
+    """An int that says what it counts."""
+
+
+CustomerId = NewType("CustomerId", int)
+
+
+class Parcel(pydantic.BaseModel):
+    weight: Decimal
+    sent: dt.datetime
+    lines: tuple[Line, ...]
+
+
+@dataclasses.dataclass(frozen=True)
+class Shipment:
+    parcels: list[Parcel]
+    by_day: dict[str, set[dt.date]]
+    shade: Shade | None
+
+
+SHIPMENT = Shipment(
+    parcels=[
+        Parcel(
+            weight=Decimal("2.50"),
+            sent=dt.datetime(2026, 3, 1, 8, 30, tzinfo=dt.UTC),
+            lines=(Line("A-1", 2), Line("B-7", 1)),
+        )
+    ],
+    by_day={"march": {dt.date(2026, 3, 1), dt.date(2026, 3, 2)}},
+    shade=Shade.DARK,
+)
+
+TYPED_RESULTS = [
+    pytest.param(Decimal("1.50"), Decimal, id="decimal"),
+    pytest.param(dt.date(2026, 1, 2), dt.date, id="date"),
+    pytest.param(dt.datetime(2026, 1, 2, 3, 4, 5, 6), dt.datetime, id="naive-datetime"),
+    pytest.param(
+        dt.datetime(2026, 1, 2, 3, 4, tzinfo=dt.timezone(dt.timedelta(hours=-5))),
+        dt.datetime,
+        id="aware-datetime",
+    ),
+    pytest.param(uuid.UUID(int=7), uuid.UUID, id="uuid"),
+    pytest.param((1, "a", None), tuple[int, str, None], id="tuple"),
+    pytest.param({1, 2, 3}, set[int], id="set"),
+    pytest.param(frozenset({"x"}), frozenset[str], id="frozenset"),
+    pytest.param(Line("A-1", 3), Line, id="named-tuple"),
+    pytest.param({"amount": Decimal("1.50"), "day": dt.date(2026, 1, 2)}, Amounts, id="typed-dict"),
+    pytest.param(CustomerId(12), CustomerId, id="new-type"),
+    pytest.param(AccountId(12), AccountId, id="int-subclass"),
+    pytest.param(Shade.LIGHT, Shade, id="enum"),
+    pytest.param(
+        Totals(3, Decimal("1.10"), (dt.date(2026, 1, 1), dt.date(2026, 1, 31))),
+        Totals,
+        id="dataclass",
+    ),
+    pytest.param(SHIPMENT.parcels[0], Parcel, id="pydantic"),
+    pytest.param(SHIPMENT, Shipment, id="nested"),
+    pytest.param([Line("A", 1), Line("B", 2)], list[Line], id="list-of-named-tuples"),
+    pytest.param({"net": Decimal("9.99")}, dict[str, Decimal], id="dict-of-decimals"),
+    pytest.param(None, Shipment | None, id="optional-none"),
+    pytest.param(Shade.DARK, Shade | dt.date | None, id="union"),
+    pytest.param({"text": "a\x00b", "parts": ("\x00",)}, dict[str, Any], id="nul-in-strings"),
+    pytest.param(1e20, float, id="float-with-an-exponent"),
+]
+
+
+def _skipped_result(app: Celery, value: object, annotation: Any) -> tuple[object, list[str]]:
+    """Run a task whose first step returns ``value``, interrupt it, resume it; return the
+    value the skipped step returned in the resumed run, and the steps that ran."""
+    ran: list[str] = []
+
+    def produce() -> Any:
+        ran.append("produce")
+        return value
+
+    produce.__annotations__ = {} if annotation is None else {"return": annotation}
+
+    @app.task(base=ResumableTask, bind=True)
+    def job(self: Any) -> Any:
+        result = step("produce", produce)
+        ran.append("after")
+        return result
+
+    with interrupt_after_step("produce"):
+        first = job.apply()
+    assert first.state == "IGNORED"
+    second = job.apply(task_id=first.id)
+    assert second.state == "SUCCESS", second.result
+    return second.result, ran
+
+
+@pytest.mark.parametrize(("value", "annotation"), TYPED_RESULTS)
+@pytest.mark.parametrize("annotated", [True, False], ids=["annotated", "no-annotation"])
+def test_a_skipped_step_returns_its_result_equal_and_of_the_same_type(
+    app: Celery, value: object, annotation: Any, annotated: bool
+) -> None:
+    # When a task is interrupted after its step and resumed
+    skipped, ran = _skipped_result(app, value, annotation if annotated else None)
+
+    # Then the step did not run again and its result came back as it was, all the way down
+    assert ran == ["produce", "after"]
+    assert_same(skipped, value)
+
+
+def test_a_result_of_decimals_and_dates_without_annotation_keeps_its_types(app: Celery) -> None:
+    # Given a step without a return annotation (the reported case)
+    @app.task(base=ResumableTask, bind=True)
+    def job(self: Any) -> Any:
+        return step("price", lambda: {"amount": Decimal("1.50"), "day": dt.date(2026, 5, 1)})
+
+    # When it is skipped in a resumed run
+    with interrupt_after_step("price"):
+        first = job.apply()
+    resumed = job.apply(task_id=first.id)
+
+    # Then it returns a Decimal and a date, not strings
+    assert_same(resumed.result, {"amount": Decimal("1.50"), "day": dt.date(2026, 5, 1)})
+
+
+def test_a_local_class_named_in_a_return_annotation_comes_back(app: Celery) -> None:
+    @app.task(base=ResumableTask, bind=True)
+    def job(self: Any) -> tuple[bool, bool]:
+        @dataclasses.dataclass(frozen=True)
+        class Batch:
+            ids: tuple[int, ...]
+            day: dt.date
+
+        def load() -> Batch:  # a string annotation: found through the closure
+            return Batch((1, 2), dt.date(2026, 1, 1))
+
+        batch = step("load", load)
+        step("after", lambda: None)
+        return type(batch) is Batch, batch == Batch((1, 2), dt.date(2026, 1, 1))
+
+    # Given a run interrupted after the step
+    with interrupt_after_step("load"):
+        first = job.apply()
+
+    # When it resumes, with a new Batch class made by the new run of the body
+    resumed = job.apply(task_id=first.id)
+
+    # Then the skipped step returns an equal value of that class
+    assert resumed.state == "SUCCESS", resumed.result
+    assert resumed.result == (True, True)
+
+
+def test_a_return_annotation_that_cannot_be_resolved_fails_the_first_run(app: Celery) -> None:
+    ran: list[str] = []
+
+    @app.task(base=ResumableTask, bind=True)
+    def job(self: Any) -> None:
+        @dataclasses.dataclass
+        class Hidden:
+            n: int
+
+        def make() -> Hidden:  # names a class the function does not hold
+            ran.append("make")
+            return None  # type: ignore[return-value]
+
+        step("make", make)
+
+    # When
+    result = job.apply()
+
+    # Then the first run fails before running the step, naming the step and the class
+    assert result.state == "FAILURE"
+    assert isinstance(result.result, CursorDecodeError)
+    message = str(result.result)
+    assert "the function of step 'make'" in message
+    assert "name 'Hidden' is not defined" in message
+    assert ran == []
+
+
+def _make_hidden() -> object:
+    @dataclasses.dataclass
+    class Hidden:
+        n: int
+
+    return Hidden(1)
+
+
+def test_a_result_that_would_not_come_back_fails_the_first_run(
+    app: Celery, checkpoints: CheckpointStore
+) -> None:
+    @app.task(base=ResumableTask, bind=True)
+    def job(self: Any) -> None:
+        step("make", _make_hidden)
+
+    # When the step returns a value of a class no resumed run could find
+    result = job.apply()
+
+    # Then the first run fails at the step, naming the type, and nothing is stored for it
+    assert result.state == "FAILURE"
+    assert isinstance(result.result, CursorEncodeError)
+    message = str(result.result)
+    assert message.startswith("cannot store the result of step 'make': a value of type ")
+    assert "_make_hidden.<locals>.Hidden" in message
+    checkpoint = checkpoints.get(result.id)
+    assert checkpoint is not None and checkpoint.finished_steps == ()
+
+
+def test_a_result_its_annotation_would_turn_into_another_type_fails_the_first_run(
+    app: Celery,
+) -> None:
+    def day() -> dt.date:
+        return "2026-01-02"  # type: ignore[return-value]
+
+    @app.task(base=ResumableTask, bind=True)
+    def job(self: Any) -> None:
+        step("day", day)
+
+    result = job.apply()
+
+    assert isinstance(result.result, CursorEncodeError)
+    assert "is a str but would come back as a date" in str(result.result)
+
+
+def test_a_dict_key_with_a_nul_character_fails_the_step(app: Celery) -> None:
+    @app.task(base=ResumableTask, bind=True)
+    def job(self: Any) -> None:
+        step("load", lambda: {"rows": {"a\x00": 1}})
+
+    result = job.apply()
+
+    assert isinstance(result.result, CursorEncodeError)
+    assert str(result.result) == (
+        "cannot store the result of step 'load'['rows']: dict key 'a\\x00' contains a NUL "
+        "character, which databases refuse"
+    )
+
+
+def test_a_cursor_without_annotation_comes_back_as_the_same_type(app: Celery) -> None:
+    seen: list[Any] = []
+
+    def process(cursor):  # type: ignore[no-untyped-def]
+        seen.append(cursor)
+        set_cursor((41, dt.date(2026, 1, 2), Decimal("1.5"), AccountId(3)))
+
+    @app.task(base=ResumableTask, bind=True)
+    def job(self: Any) -> None:
+        step_cursor("process", process)
+
+    # Given a run interrupted at its cursor
+    with interrupt_at_cursor("process", 1):
+        first = job.apply()
+
+    # When it resumes
+    job.apply(task_id=first.id)
+
+    # Then the function gets the cursor back as it was set
+    assert seen[0] is None
+    assert_same(seen[1], (41, dt.date(2026, 1, 2), Decimal("1.5"), AccountId(3)))
+
+
+def test_set_cursor_refuses_a_cursor_its_annotation_would_change(app: Celery) -> None:
+    raised: list[CursorEncodeError] = []
+
+    def process(cursor: int | None) -> None:
+        try:
+            set_cursor("41")
+        except CursorEncodeError as exc:
+            raised.append(exc)
+
+    @app.task(base=ResumableTask, bind=True)
+    def job(self: Any) -> None:
+        step_cursor("process", process)
+
+    job.apply()
+
+    assert len(raised) == 1
+    assert str(raised[0]).startswith("cannot store the cursor of step 'process': ")
+    assert "a value of type str could not be read back" in str(raised[0])
+
+
+def test_iterate_resumes_a_typed_cursor_without_annotation(app: Celery) -> None:
+    days = [dt.date(2026, 1, day) for day in range(1, 6)]
+    calls: list[Any] = []
+    done: list[dt.date] = []
+
+    def after(cursor):  # type: ignore[no-untyped-def]
+        calls.append(cursor)
+        return ((day, day) for day in days if cursor is None or day > cursor)
+
+    @app.task(base=ResumableTask, bind=True)
+    def job(self: Any) -> None:
+        for day in iterate("days", after):
+            done.append(day)
+
+    with interrupt_at_cursor("days", 2):
+        first = job.apply()
+    job.apply(task_id=first.id)
+
+    assert done == days
+    assert_same(calls, [None, dt.date(2026, 1, 2)])
+
+
+def test_a_checkpoint_written_by_version_0_1_resumes_with_the_annotations(
+    app: Celery, checkpoints: CheckpointStore
+) -> None:
+    seen: list[Page | None] = []
+
+    def download() -> Totals:
+        raise AssertionError("a finished step runs again")
+
+    def process(cursor: Page | None) -> None:
+        seen.append(cursor)
+
+    @app.task(base=ResumableTask, bind=True)
+    def job(self: Any) -> Totals:
+        totals = step("download", download)
+        step_cursor("process", process)
+        return totals
+
+    # Given a checkpoint as version 0.1 stored it: untagged JSON
+    task_id = str(uuid.uuid4())
+    token = uuid.UUID(int=5)
+    old = State(
+        (
+            FinishedStep(
+                "download", {"count": 3, "amount": "10.50", "span": ["2026-01-01", "2026-01-31"]}
+            ),
+        ),
+        "process",
+        {"last_id": 4, "seen_at": "2026-01-02T03:04:05+00:00", "token": str(token)},
+        0,
+    )
+    checkpoints.claim(task_id, job.name, "old-run", 60)
+    assert checkpoints.save(task_id, "old-run", old, status="interrupted")
+
+    # When the task resumes under that id
+    result = job.apply(task_id=task_id)
+
+    # Then the stored values are read as the annotations say
+    assert result.state == "SUCCESS", result.result
+    assert_same(
+        result.result, Totals(3, Decimal("10.50"), (dt.date(2026, 1, 1), dt.date(2026, 1, 31)))
+    )
+    assert_same(seen, [Page(4, dt.datetime(2026, 1, 2, 3, 4, 5, tzinfo=dt.UTC), token)])
+
+
+@pytest.fixture
+def db_app(store_url: str, table_name: str) -> Iterator[Celery]:
+    """An app whose checkpoints live in the database under test."""
+    app = Celery("codec", broker="memory://")
+    app.conf.update(
+        resumable_store_url=store_url,
+        resumable_table_name=table_name,
+        resumable_checkpoint_interval=None,
+    )
+    yield app
+    drop_table(store_url, table_name)
+
+
+def test_typed_values_round_trip_through_each_database(db_app: Celery) -> None:
+    # Given values a database's JSON type could change: NUL characters (refused by
+    # PostgreSQL's JSONB), a float written with an exponent (read back by JSONB as an
+    # int), a dict using the tag key, and nested typed values
+    value = {
+        "shipment": SHIPMENT,
+        "text": "nul\x00inside",
+        "large": 1e20,
+        "small": 1e-7,
+        "tagged": {"$type": "user data", "n": (1,)},
+        "big": 10**30,
+    }
+    seen: list[Any] = []
+
+    def process(cursor):  # type: ignore[no-untyped-def]
+        seen.append(cursor)
+        set_cursor(value)
+
+    @db_app.task(base=ResumableTask, bind=True)
+    def job(self: Any) -> Any:
+        result = step("load", lambda: value)
+        step_cursor("process", process)
+        return result
+
+    # When the task is interrupted at its cursor and resumed
+    with interrupt_at_cursor("process", 1):
+        first = job.apply()
+    resumed = job.apply(task_id=first.id)
+
+    # Then the skipped step's result and the cursor come back as they were
+    assert resumed.state == "SUCCESS", resumed.result
+    assert_same(resumed.result, value)
+    assert_same(seen[1], value)

@@ -1,0 +1,300 @@
+"""Where the codec finds classes: the objects a step's code already holds.
+
+A stored value of a class (a dataclass, a pydantic model, an enum, a named tuple, a
+subclass of ``int``, ``str`` or ``float``) names its class as ``module:qualname``.
+Reading it back never imports anything: the name is looked up, in this order, among
+the classes the annotation in use names (its arguments, and the field annotations of
+the classes it names, recursively), the cells of the step function's closure, the step
+function's globals, and the modules already imported (``sys.modules``), walking their
+``__dict__`` only, so no ``__getattr__`` hook runs. The object found must be a class of
+the kind the stored value says.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import dataclasses
+import enum
+import functools
+import inspect
+import sys
+import types
+import typing
+import weakref
+from typing import Any
+
+from .errors import CursorDecodeError
+
+try:  # pydantic is optional
+    from pydantic import BaseModel as PydanticModel
+except ImportError:  # pragma: no cover - exercised only without pydantic
+    PydanticModel = None  # type: ignore[assignment,misc]
+
+__all__ = [
+    "PydanticModel",
+    "Scope",
+    "class_kind",
+    "field_hints",
+    "first_parameter_type",
+    "is_named_tuple",
+    "reference",
+    "return_type",
+]
+
+
+def reference(cls: type) -> str:
+    """The name under which a value of ``cls`` is stored: ``module:qualname``."""
+    return f"{cls.__module__}:{cls.__qualname__}"
+
+
+def is_named_tuple(cls: type) -> bool:
+    """Whether ``cls`` is a named tuple class (``typing.NamedTuple`` or ``namedtuple``)."""
+    return issubclass(cls, tuple) and isinstance(getattr(cls, "_fields", None), tuple)
+
+
+def class_kind(cls: type) -> str | None:
+    """The stored kind of a class the codec rebuilds by reference, or None."""
+    if issubclass(cls, enum.Enum):
+        return "enum"
+    if PydanticModel is not None and issubclass(cls, PydanticModel):
+        return "pydantic"
+    if dataclasses.is_dataclass(cls):
+        return "dataclass"
+    if is_named_tuple(cls):
+        return "namedtuple"
+    for base, kind in ((int, "int"), (str, "str"), (float, "float")):
+        if issubclass(cls, base) and cls is not base and cls is not bool:
+            return kind
+    return None
+
+
+class Scope:
+    """The annotation a value is read back with, and the step function whose objects it sees.
+
+    ``trusted`` remembers the value types already checked to come back unchanged, so
+    that a cursor set many times in one step is checked once per type.
+    """
+
+    __slots__ = ("_annotated", "_cache", "cacheable", "function", "target", "trusted")
+
+    def __init__(self, target: Any = None, function: Any = None) -> None:
+        self.target = target
+        self.function = function
+        # A Literal makes the check depend on the value, not only on its type.
+        self.cacheable = target is None or _without_literal(target)
+        self.trusted: set[Any] = set()
+        self._annotated: dict[str, type] | None = None
+        self._cache: dict[str, type] = {}
+
+    def resolve(self, name: str, kind: str) -> type | None:
+        """The class stored as ``name`` (``module:qualname``) of ``kind``, or None."""
+        found = self._cache.get(name)
+        if found is None:
+            found = self._find(name)
+            if found is None:
+                return None
+            self._cache[name] = found
+            _collect(found, self._annotations(), set())  # its fields' classes too
+        return found if class_kind(found) == kind else None
+
+    def _annotations(self) -> dict[str, type]:
+        if self._annotated is None:
+            self._annotated = {}
+            _collect(self.target, self._annotated, set())
+            if isinstance(self.function, type):
+                _collect(self.function, self._annotated, set())
+        return self._annotated
+
+    def _find(self, name: str) -> type | None:
+        annotated = self._annotations()
+        found = annotated.get(name)
+        if found is not None:
+            return found
+        function = _plain_function(self.function)
+        for value in _closure(function).values():
+            if isinstance(value, type) and reference(value) == name:
+                return value
+        module, _, qualname = name.partition(":")
+        namespaces = [getattr(function, "__globals__", None)]
+        if module in sys.modules:
+            namespaces.append(vars(sys.modules[module]))
+        for namespace in namespaces:
+            if isinstance(namespace, dict):
+                found = _walk(namespace, qualname)
+                if found is not None and reference(found) == name:
+                    return found
+        # A class moved to another module since the value was stored: the annotation
+        # names it, alone under its name.
+        moved = [cls for cls in annotated.values() if cls.__qualname__ == qualname]
+        return moved[0] if len(moved) == 1 else None
+
+
+def _walk(namespace: dict[str, Any], qualname: str) -> type | None:
+    parts = qualname.split(".")
+    if "<locals>" in parts:
+        return None
+    found = namespace.get(parts[0])
+    for part in parts[1:]:
+        if not isinstance(found, type):
+            return None
+        found = vars(found).get(part)
+    return found if isinstance(found, type) else None
+
+
+def _collect(annotation: Any, found: dict[str, type], seen: set[int]) -> None:
+    """Add the classes ``annotation`` names to ``found``, with their fields' classes."""
+    if id(annotation) in seen or annotation is None:
+        return
+    seen.add(id(annotation))
+    supertype = getattr(annotation, "__supertype__", None)
+    if supertype is not None:  # NewType
+        _collect(supertype, found, seen)
+        return
+    if typing.get_origin(annotation) is typing.Literal:
+        for choice in typing.get_args(annotation):
+            if isinstance(choice, enum.Enum):
+                _collect(type(choice), found, seen)
+        return
+    origin = typing.get_origin(annotation)
+    if isinstance(origin, type) and origin.__module__ != "builtins":
+        _collect(origin, found, seen)  # a generic class of the user's: Box[int]
+    for argument in typing.get_args(annotation):
+        _collect(argument, found, seen)
+    if isinstance(annotation, type) and origin is None:
+        found.setdefault(reference(annotation), annotation)
+        if class_kind(annotation) is not None or typing.is_typeddict(annotation):
+            for hint in field_hints(annotation).values():
+                _collect(hint, found, seen)
+
+
+def field_hints(cls: type) -> dict[str, Any]:
+    """The resolved field annotations of ``cls``; empty when they cannot be resolved."""
+    try:
+        return typing.get_type_hints(cls)
+    except Exception:  # noqa: BLE001 - an unresolvable hint only narrows the lookup
+        return {}
+
+
+def _without_literal(annotation: Any) -> bool:
+    try:
+        return _without_literal_cached(annotation)
+    except TypeError:  # an unhashable annotation
+        return not _mentions_literal(annotation, set())
+
+
+@functools.lru_cache(maxsize=256)
+def _without_literal_cached(annotation: Any) -> bool:
+    return not _mentions_literal(annotation, set())
+
+
+def _mentions_literal(annotation: Any, seen: set[int]) -> bool:
+    if id(annotation) in seen:
+        return False
+    seen.add(id(annotation))
+    if typing.get_origin(annotation) is typing.Literal:
+        return True
+    supertype = getattr(annotation, "__supertype__", None)
+    if supertype is not None:
+        return _mentions_literal(supertype, seen)
+    if isinstance(annotation, type) and typing.is_typeddict(annotation):
+        return any(_mentions_literal(hint, seen) for hint in field_hints(annotation).values())
+    return any(_mentions_literal(argument, seen) for argument in typing.get_args(annotation))
+
+
+# -- the step function's own objects ---------------------------------------------------
+
+
+def _plain_function(function: Any) -> Any:
+    """The Python function behind a bound method, a partial or a decorated function."""
+    for _ in range(100):
+        if isinstance(function, functools.partial):
+            function = function.func
+        elif isinstance(function, types.MethodType):
+            function = function.__func__
+        elif inspect.isfunction(function) and hasattr(function, "__wrapped__"):
+            function = function.__wrapped__
+        else:
+            return function
+    return function
+
+
+def _closure(function: Any) -> dict[str, Any]:
+    code = getattr(function, "__code__", None)
+    cells = getattr(function, "__closure__", None)
+    if code is None or not cells:
+        return {}
+    variables = {}
+    for name, cell in zip(code.co_freevars, cells, strict=False):
+        try:
+            variables[name] = cell.cell_contents
+        except ValueError:  # a cell not yet assigned
+            continue
+    return variables
+
+
+# Resolved annotations per function: a step function defined at module level is
+# resolved once, not at every run. Kept while the function lives and its annotations
+# are the same dict.
+_resolved: weakref.WeakKeyDictionary[Any, tuple[object, dict[str, Any]]] = (
+    weakref.WeakKeyDictionary()
+)
+
+
+def _hints(function: Any, what: str, advice: str) -> dict[str, Any]:
+    annotations = getattr(function, "__annotations__", None)
+    try:
+        cached = _resolved.get(function)
+    except TypeError:  # a builtin or another object without weak references
+        cached = None
+    if cached is not None and cached[0] is annotations:
+        return cached[1]
+    hints = _resolve_hints(function, what, advice)
+    with contextlib.suppress(TypeError):
+        _resolved[function] = (annotations, hints)
+    return hints
+
+
+def _resolve_hints(function: Any, what: str, advice: str) -> dict[str, Any]:
+    try:
+        return typing.get_type_hints(function)
+    except NameError:
+        # A class local to the task body, named in a string annotation: the function
+        # holds it in its closure when its body uses it.
+        closure = _closure(_plain_function(function))
+        try:
+            return typing.get_type_hints(function, localns=closure)
+        except NameError as exc:
+            raise CursorDecodeError(
+                f"cannot resolve the annotations of {what}: {exc}; {advice}"
+            ) from exc
+    except TypeError:
+        return {}
+
+
+def first_parameter_type(fn: Any, what: str) -> Any:
+    """Return the annotation of ``fn``'s first parameter, or None when it has none.
+
+    Raises CursorDecodeError when the annotation names a class that cannot be found.
+    """
+    hints = _hints(
+        fn,
+        what,
+        "define the class at module level, use it in the function's body, "
+        "or pass the type explicitly",
+    )
+    try:
+        parameters = list(inspect.signature(fn).parameters)
+    except (TypeError, ValueError):
+        return None
+    if not parameters:
+        return None
+    return hints.get(parameters[0])
+
+
+def return_type(fn: Any, what: str) -> Any:
+    """Return ``fn``'s return annotation, or None when it has none.
+
+    Raises CursorDecodeError when the annotation names a class that cannot be found.
+    """
+    advice = "define the class at module level, or use it in the function's body"
+    return _hints(fn, what, advice).get("return")
