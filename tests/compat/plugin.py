@@ -8,7 +8,8 @@ from ResumableTask. An app given its own ``task_cls`` keeps it.
 
 Checkpoints go to a SQLite file in a temporary folder, set as ResumableTask's
 ``resumable_store_url`` task option rather than in ``app.conf``, so tests that inspect an
-app's configuration see it unchanged.
+app's configuration see it unchanged. The file is emptied before each test: Celery's
+tests share nothing between them, and neither should their checkpoints.
 
 The plugin counts what it injected and fails the session when nothing was, so a run that
 silently tested plain Celery cannot pass as a compatibility check.
@@ -16,8 +17,10 @@ silently tested plain Celery cannot pass as a compatibility check.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import shutil
+import sqlite3
 import sys
 import tempfile
 from pathlib import Path
@@ -38,10 +41,12 @@ evidence: dict[str, Any] = {
     "tests_with_resumable_app": 0,
     "resumable_task_classes": 0,
     "resumable_runs": None,
+    "checkpoint_rows_cleared": 0,
     "celery_resumable_file": celery_resumable.__file__,
 }
 
 _MISSING = object()
+_STORE_FILE = "checkpoints.sqlite3"
 _store_dir: Path | None = None
 _undo: list[tuple[object, str, Any]] = []
 
@@ -93,7 +98,7 @@ def pytest_configure(config: pytest.Config) -> None:
     """Install the injection before Celery's conftest creates its first app."""
     global _store_dir
     _store_dir = Path(tempfile.mkdtemp(prefix="celery-resumable-compat-"))
-    url = f"sqlite:///{_store_dir / 'checkpoints.sqlite3'}"
+    url = f"sqlite:///{_store_dir / _STORE_FILE}"
     evidence["store_url"] = url
     _patch(ResumableTask, "resumable_store_url", url)
     _patch(Celery, "__init__", _wrap_init(Celery.__init__))
@@ -101,6 +106,18 @@ def pytest_configure(config: pytest.Config) -> None:
     # show in the stack that Celery's warnings point at.
     _patch(ResumableTask, "__init_subclass__", classmethod(_count_task_classes))
     _count_runs()
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_setup(item: pytest.Item) -> None:
+    """Start each test with no checkpoints."""
+    if _store_dir is None or not (_store_dir / _STORE_FILE).exists():
+        return
+    with contextlib.closing(sqlite3.connect(_store_dir / _STORE_FILE, timeout=30)) as db:
+        tables = db.execute("SELECT name FROM sqlite_master WHERE type = 'table'").fetchall()
+        for (table,) in tables:
+            evidence["checkpoint_rows_cleared"] += db.execute(f'DELETE FROM "{table}"').rowcount
+        db.commit()
 
 
 @pytest.hookimpl(wrapper=True)
