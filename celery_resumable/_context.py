@@ -103,9 +103,11 @@ class Run:
         *,
         stoppable: bool = True,
         parent: Run | None = None,
+        eager: bool = False,
     ) -> None:
         self.task = task
         self._parent = parent  # the run a direct call runs inside
+        self._eager = eager  # run in the caller's process (apply()), not a delivery
         self.task_id = task_id
         self.store = store if task_id is not None else None
         self.lease_seconds = config.lease_seconds
@@ -209,10 +211,14 @@ class Run:
     ) -> Claim:
         claim = store.claim(task_id, self.task.name, self.owner, self.lease_seconds, request)
         found = claim.checkpoint
-        if found.task_name == self.task.name or not (claim.claimed or found.status == "completed"):
+        other_task = found.task_name != self.task.name and (
+            claim.claimed or found.status == "completed"
+        )
+        if not (other_task or (self._eager and found.status == "completed")):
             return claim
-        # The id's row belongs to another task (Celery's eager chains run several tasks
-        # under one id): this task starts fresh, it never resumes or skips another's work.
+        # The id's row belongs to another task, or to a finished eager run (Celery's eager
+        # chains run several tasks under one id; an eager call is not a delivery): this
+        # run starts fresh, it never resumes or skips another's work.
         if claim.claimed:
             store.forget(task_id, self.owner)
         else:

@@ -47,7 +47,6 @@ class LeaseKeeper:
         self._runs: set[LeaseHolder] = set()
         self._stores: dict[int, CheckpointStore] = {}
         self._period: float | None = None  # the renewal period the thread sleeps by
-        self._busy = False  # the thread is renewing or purging, not waiting
         # In a worker's process the thread stays between runs (starting one per run would
         # cost every short task); elsewhere (eager runs) it ends with the last run.
         self.persistent = False
@@ -80,13 +79,13 @@ class LeaseKeeper:
             self._runs.discard(run)
             if self._runs or self._thread is None or self.persistent:
                 return
-            thread, idle = self._thread, not self._busy
+            thread = self._thread
         self._wake.set()
-        if not idle or thread is threading.current_thread():
+        if thread is threading.current_thread():
             return
-        # An idle thread ends at once: wait for it, so that no thread of ours outlives
-        # the runs of the process (test suites check for lingering threads), unless a
-        # new run arrives meanwhile and keeps it.
+        # The thread ends at once (or after a purge in progress): wait for it, so that no
+        # thread of ours outlives the runs of the process (test suites check for
+        # lingering threads), unless a new run arrives meanwhile and keeps it.
         deadline = time.monotonic() + 1.0
         while thread.is_alive() and time.monotonic() < deadline:
             with self._lock:
@@ -103,7 +102,6 @@ class LeaseKeeper:
                     self._thread = None
                     return
                 leases = [run.lease for run in self._runs]
-                self._busy = False
             shortest = min((lease[3] for lease in leases if lease), default=None)
             self._period = None if shortest is None else shortest / 3
             timeout = None
@@ -116,13 +114,10 @@ class LeaseKeeper:
             self._wake.clear()
             if next_tick is not None and time.monotonic() >= next_tick:
                 next_tick = None
-                with self._lock:
-                    self._busy = True
                 self.tick()
 
     def _purge_due(self) -> None:
         with self._lock:
-            self._busy = True
             known = list(self._stores.values())
         for store in known:
             store.purge_due()
@@ -164,7 +159,6 @@ class LeaseKeeper:
         self._runs = set()
         self._stores = {}
         self._period = None
-        self._busy = False
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread = None

@@ -89,7 +89,7 @@ class ResumableTask(Task):  # type: ignore[misc]
             # A delivery that reaches a stopping worker goes back untouched and uncounted.
             logger.info("task %s[%s] received while stopping; re-queued", self.name, task_id)
             self._requeue(None)
-        run = Run(self, task_id, config, store_for(config))
+        run = Run(self, task_id, config, store_for(config), eager=bool(request.is_eager))
         token = _context.enter(run)
         try:
             run.claim(_request_record(request))

@@ -73,13 +73,17 @@ def _wrap_init(original: Any) -> Any:
     return init
 
 
+# ResumableTask's own hook wraps each task class's body; counting must keep it.
+_init_subclass = ResumableTask.__dict__["__init_subclass__"].__func__
+
+
 def _count_task_classes(cls: type[ResumableTask], /, **kwargs: Any) -> None:
     evidence["resumable_task_classes"] += 1
-    super(ResumableTask, cls).__init_subclass__(**kwargs)
+    _init_subclass(cls, **kwargs)
 
 
 def _count_runs() -> None:
-    """Count runs entered by ResumableTask.__call__, where the internals allow it."""
+    """Count the runs ResumableTask enters, where the internals allow it."""
     context = sys.modules.get("celery_resumable._context")
     enter = getattr(context, "enter", None)
     if context is None or not callable(enter):
@@ -134,6 +138,8 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
     """Fail the session when no app, test or task class used ResumableTask."""
     counts = ("apps_injected", "tests_with_resumable_app", "resumable_task_classes")
+    if "resumable_runs" in evidence:
+        counts = (*counts, "resumable_runs")
     if any(evidence[name] == 0 for name in counts):
         sys.stderr.write(f"\ncompat plugin: the injection took no effect: {evidence}\n")
         session.exitstatus = pytest.ExitCode.INTERNAL_ERROR

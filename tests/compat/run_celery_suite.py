@@ -339,7 +339,7 @@ def report(
     print(
         f"  injection: {evidence['apps_injected']} apps, {evidence['tests_with_resumable_app']}"
         f" tests whose app fixture used it, {evidence['resumable_task_classes']} task classes,"
-        f" {'?' if runs is None else runs} runs of ResumableTask.__call__,"
+        f" {'?' if runs is None else runs} resumable runs,"
         f" {evidence.get('checkpoint_rows_cleared', 0)} checkpoint rows written"
     )
     print(f"  celery_resumable: {evidence['celery_resumable_file']}")

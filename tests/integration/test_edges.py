@@ -186,3 +186,20 @@ def test_retry_sends_a_failed_task_again_and_it_resumes(
     )  # fmt: skip
     assert again.returncode == 1
     assert "completed; nothing to retry" in again.stdout
+
+
+def test_a_duplicate_of_a_completed_task_without_steps_is_skipped(
+    deploy: DeploymentFactory,
+) -> None:
+    # Given a task that uses no step, completed on a worker
+    deployment = deploy("redis")
+    deployment.start_worker()
+    task_id = deployment.send("no_steps")
+    wait_for(lambda: deployment.events(task_id, "ran"), 30, "the task to run")
+
+    # When the same id is delivered again
+    deployment.send("no_steps", task_id=task_id)
+
+    # Then the duplicate is skipped: the body ran once
+    wait_for(lambda: "already completed" in deployment.logs(), 30, "the duplicate to be skipped")
+    assert len(deployment.events(task_id, "ran")) == 1

@@ -145,3 +145,10 @@ def fails_until_fixed(self: Any, count: int, fail_at: int, fixed_flag: str) -> i
         record(self, "item", item)
     step("finish", record, self, "finish")
     return count
+
+
+@app.task(base=ResumableTask, bind=True)
+def no_steps(self: Any) -> None:
+    """A task that uses no step: a duplicate of it is skipped all the same."""
+    time.sleep(0.5)
+    record(self, "ran")
