@@ -64,7 +64,7 @@ class ResumableTask(Task):  # type: ignore[misc]
         request = self.request
         config = self.resumable_config
         task_id = None if request.called_directly else request.id
-        if task_id is not None and not request.is_eager and _worker.shutdown_requested():
+        if task_id is not None and not request.is_eager and _worker.worker_stopping():
             # A delivery that reaches a stopping worker goes back untouched and uncounted.
             logger.info("task %s[%s] received while stopping; re-queued", self.name, task_id)
             self._requeue(None)
