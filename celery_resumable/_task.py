@@ -85,7 +85,7 @@ class ResumableTask(Task):  # type: ignore[misc]
             # caller's id): it runs inline, storing nothing of its own.
             return self._call_directly(config, body, args, kwargs)
         task_id = request.id
-        if not request.is_eager and _worker.shutdown_requested():
+        if not request.is_eager and _worker.worker_stopping():
             # A delivery that reaches a stopping worker goes back untouched and uncounted.
             logger.info("task %s[%s] received while stopping; re-queued", self.name, task_id)
             self._requeue(None)

@@ -1,28 +1,50 @@
 """Worker integration: the shutdown notice.
 
-The notice is one byte of anonymous shared memory mapped when this module is imported,
-before a prefork pool forks its children, so a flag set by the main process is seen by
-every child. The main process sets it from ``worker_shutting_down`` and from the
-SIGTERM/SIGQUIT/SIGINT handlers, before Celery's own handler starts a soft-shutdown wait.
+The notice is one byte of shared memory that the worker's main process sets when the
+worker is told to stop, and that every process of the worker reads at each boundary.
+When a worker starts, the byte moves to a small file mapped shared: forked pool
+processes inherit the mapping, spawned ones map the file named in the environment. The
+main process sets the notice from its signal handlers (before Celery's own, which may
+wait out a soft shutdown), from ``worker_shutting_down``, and from a worker bootstep
+when the worker's blueprint begins to stop, which every stop path reaches (the
+remote-control ``shutdown`` command and a SIGHUP restart included). It withdraws the
+notice and removes the file once the worker has shut down and its tasks have ended.
 """
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import logging
 import mmap
+import os
 import signal
+import tempfile
 import threading
+import weakref
 from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from celery import bootsteps
 from celery import signals as celery_signals
 
-__all__ = ["clear_shutdown", "request_shutdown", "shutdown_requested"]
+__all__ = ["clear_shutdown", "request_shutdown", "shutdown_requested", "worker_stopping"]
 
 logger = logging.getLogger("celery_resumable.worker")
 
+# The environment variable naming the notice file, for pool processes that are spawned
+# (fresh interpreters that do not inherit the main process's memory).
+NOTICE_FILE_ENV = "CELERY_RESUMABLE_NOTICE_FILE"
+
 _notice = mmap.mmap(-1, 1)
+_notice_file: str | None = None  # the file behind _notice while a worker runs
+_notice_owner: int | None = None  # the process that created it (and removes it)
+_workers: weakref.WeakSet[Any] = weakref.WeakSet()  # workers running in this process
+_pool_process = False  # this process is a pool process of a worker
+_tasks_running = 0  # tasks executing in this process (threads, greenlets, solo)
+_withdraw_pending = False  # the worker stopped; withdraw when its tasks have ended
+_lock = threading.Lock()
 
 
 def shutdown_requested() -> bool:
@@ -36,32 +58,200 @@ def request_shutdown() -> None:
 
 
 def clear_shutdown() -> None:
-    """Withdraw the shutdown notice (a new worker starting in this process)."""
+    """Withdraw the shutdown notice."""
     _notice[0] = 0
 
 
-def _on_worker_init(**_: Any) -> None:
-    clear_shutdown()
+def worker_stopping() -> bool:
+    """Whether a worker that runs in this process, or owns this pool process, is stopping."""
+    return _notice[0] != 0 and (_pool_process or len(_workers) > 0)
+
+
+# -- the worker's life -------------------------------------------------------------
+
+
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    """A worker starts in this process: give it a fresh notice and its bootsteps."""
+    global _withdraw_pending
+    with _lock:
+        _withdraw_pending = False
+        if not _workers:
+            _open_notice_file()
+        if sender is not None:
+            _workers.add(sender)
+    app = getattr(sender, "app", None)
+    if app is not None:
+        # The worker builds its blueprints from app.steps right after this signal.
+        app.steps["worker"].add(NoticeOnStop)
+        app.steps["consumer"].add(WithdrawNoticeAfterStop)
 
 
 def _on_shutting_down(**_: Any) -> None:
     request_shutdown()
 
 
-_WATCHED_SIGNALS = ("SIGTERM", "SIGQUIT", "SIGINT")
+def _on_worker_process_init(**_: Any) -> None:
+    """A pool process starts: a spawned one maps the notice file of its worker."""
+    global _pool_process
+    _pool_process = True
+    path = os.environ.get(NOTICE_FILE_ENV)
+    if path and path != _notice_file:
+        _attach_notice_file(path)
+
+
+def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
+    _worker_stopped(sender)
+
+
+def _worker_stopped(worker: Any) -> None:
+    """The worker's pool has stopped: remove the notice file, then withdraw the notice.
+
+    Threads or greenlets of a cold-stopped pool may still be running tasks in this
+    process; the notice holds until the last of them ends, so they stop at a boundary.
+    """
+    global _withdraw_pending
+    with _lock:
+        if worker not in _workers:
+            return
+        _workers.discard(worker)
+        if _workers:
+            return
+        _remove_notice_file()
+        if _tasks_running:
+            _withdraw_pending = True
+        else:
+            clear_shutdown()
+
+
+def _on_task_prerun(**_: Any) -> None:
+    global _tasks_running
+    with _lock:
+        _tasks_running += 1
+
+
+def _on_task_postrun(**_: Any) -> None:
+    global _tasks_running, _withdraw_pending
+    with _lock:
+        _tasks_running = max(_tasks_running - 1, 0)
+        if _withdraw_pending and not _tasks_running:
+            _withdraw_pending = False
+            clear_shutdown()
+
+
+def _after_fork_in_child() -> None:
+    global _tasks_running, _withdraw_pending, _lock
+    _tasks_running = 0
+    _withdraw_pending = False
+    _lock = threading.Lock()
+
+
+# -- the notice file -----------------------------------------------------------------
+
+
+def _open_notice_file() -> None:
+    """Map a new, clear notice from a file that spawned pool processes can open."""
+    global _notice, _notice_file, _notice_owner
+    _remove_notice_file()
+    try:
+        descriptor, path = tempfile.mkstemp(prefix="celery-resumable-notice-")
+    except OSError as exc:
+        logger.warning("no file for the shutdown notice, spawned pool processes miss it: %s", exc)
+        _notice = mmap.mmap(-1, 1)
+        return
+    try:
+        os.ftruncate(descriptor, 1)
+        _notice = mmap.mmap(descriptor, 1)
+    except (OSError, ValueError) as exc:
+        logger.warning("no file for the shutdown notice, spawned pool processes miss it: %s", exc)
+        _notice = mmap.mmap(-1, 1)
+        os.unlink(path)
+        return
+    finally:
+        os.close(descriptor)
+    _notice_file, _notice_owner = path, os.getpid()
+    os.environ[NOTICE_FILE_ENV] = path
+
+
+def _attach_notice_file(path: str) -> None:
+    global _notice, _notice_file
+    try:
+        descriptor = os.open(path, os.O_RDWR)
+    except OSError as exc:
+        logger.warning("cannot open the shutdown notice %s: %s", path, exc)
+        return
+    try:
+        _notice = mmap.mmap(descriptor, 1)
+    except (OSError, ValueError) as exc:
+        logger.warning("cannot map the shutdown notice %s: %s", path, exc)
+        return
+    finally:
+        os.close(descriptor)
+    _notice_file = path
+
+
+def _remove_notice_file() -> None:
+    """Remove the notice file this process created; the mapping itself stays valid."""
+    global _notice_file, _notice_owner
+    path, owner = _notice_file, _notice_owner
+    if path is None or owner != os.getpid():
+        return
+    _notice_file = _notice_owner = None
+    if os.environ.get(NOTICE_FILE_ENV) == path:
+        del os.environ[NOTICE_FILE_ENV]
+    with contextlib.suppress(FileNotFoundError):
+        os.unlink(path)
+
+
+class NoticeOnStop(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Worker bootstep: sets the notice when the worker begins to stop, before its pool.
+
+    Every stop of a worker, warm or cold (a signal, the remote-control ``shutdown``
+    command, a SIGHUP restart, ``start_worker`` leaving its block), closes the worker's
+    blueprint before stopping its steps; the pool then waits for tasks that already
+    know to save and go back on the queue.
+    """
+
+    label = "resumable notice"
+
+    def close(self, parent: Any) -> None:
+        """Set the shutdown notice."""
+        request_shutdown()
+
+
+class WithdrawNoticeAfterStop(bootsteps.StartStopStep):  # type: ignore[misc]
+    """Consumer bootstep: withdraws the notice once the worker and its pool have stopped."""
+
+    label = "resumable notice withdrawal"
+
+    def shutdown(self, parent: Any) -> None:
+        """Withdraw the notice of the stopped worker; never fails the shutdown."""
+        try:
+            _worker_stopped(parent.controller)
+        except Exception:
+            logger.exception("could not withdraw the shutdown notice")
+
+
+# -- signal handlers -------------------------------------------------------------------
+
+# Set before Celery's handler runs: on the soft path it waits inside the handler.
+_NOTICE_FIRST = ("SIGTERM", "SIGQUIT", "SIGINT")
+# SIGHUP restarts a worker that is not on a terminal, but where Celery cannot restart
+# it the handler only warns: set the notice only if the handler started a stop.
+_NOTICE_IF_STOPPING = ("SIGHUP",)
 
 
 def _on_worker_ready(**_: Any) -> None:
-    """Put the notice in front of Celery's own shutdown handlers."""
+    """Put the notice in front of (or behind) Celery's own shutdown handlers."""
     if threading.current_thread() is not threading.main_thread():
         return
-    for name in _WATCHED_SIGNALS:
-        signum = getattr(signal, name, None)
-        if signum is None:
-            continue
-        previous = signal.getsignal(signum)
-        if callable(previous) and not getattr(previous, "_resumable_notice", False):
-            signal.signal(signum, _notice_first(previous))
+    for names, wrap in ((_NOTICE_FIRST, _notice_first), (_NOTICE_IF_STOPPING, _notice_after)):
+        for name in names:
+            signum = getattr(signal, name, None)
+            if signum is None:
+                continue
+            previous = signal.getsignal(signum)
+            if callable(previous) and not getattr(previous, "_resumable_notice", False):
+                signal.signal(signum, wrap(previous))
 
 
 def _notice_first(
@@ -75,6 +265,35 @@ def _notice_first(
     return handler
 
 
+def _notice_after(
+    previous: Callable[[int, FrameType | None], Any],
+) -> Callable[[int, FrameType | None], Any]:
+    def handler(signum: int, frame: FrameType | None) -> Any:
+        result = previous(signum, frame)
+        if _celery_stopping():
+            request_shutdown()
+        return result
+
+    handler._resumable_notice = True  # type: ignore[attr-defined]
+    return handler
+
+
+def _celery_stopping() -> bool:
+    """Whether Celery's signal handlers told this worker to stop (its own test of the flags)."""
+    from celery.worker import state
+
+    return any(
+        flag is not None and flag is not False
+        for flag in (state.should_stop, state.should_terminate)
+    )
+
+
 celery_signals.worker_init.connect(_on_worker_init, weak=False)
 celery_signals.worker_shutting_down.connect(_on_shutting_down, weak=False)
 celery_signals.worker_ready.connect(_on_worker_ready, weak=False)
+celery_signals.worker_process_init.connect(_on_worker_process_init, weak=False)
+celery_signals.worker_shutdown.connect(_on_worker_shutdown, weak=False)
+celery_signals.task_prerun.connect(_on_task_prerun, weak=False)
+celery_signals.task_postrun.connect(_on_task_postrun, weak=False)
+os.register_at_fork(after_in_child=_after_fork_in_child)
+atexit.register(_remove_notice_file)

@@ -22,6 +22,7 @@ from celery import Celery
 
 ROOT = Path(__file__).resolve().parents[2]
 APP = "tests.integration.worker_app"
+CELERY_SCRIPT = Path(sys.executable).with_name("celery")
 
 # Settings for hard-kill tests: short leases, and Redis returning unacknowledged
 # messages after three seconds instead of an hour.
@@ -51,15 +52,26 @@ class Worker:
     """One ``celery worker`` process on the deployment's queue."""
 
     def __init__(
-        self, deployment: Deployment, name: str, pool: str, concurrency: int, env: dict[str, str]
+        self,
+        deployment: Deployment,
+        name: str,
+        pool: str,
+        concurrency: int,
+        env: dict[str, str],
+        console_script: bool = False,
     ) -> None:
         self.deployment = deployment
         self.name = name
+        # Unique on the broker: a remote-control command addressed to this worker must not
+        # reach the workers of tests running at the same time.
+        self.nodename = f"{name}-{deployment.queue[-12:]}@{socket.gethostname()}"
         self.log_path = deployment.directory / f"{name}.log"
+        # A SIGHUP restart re-executes ``sys.argv``, which works from the ``celery``
+        # script but not from ``python -m celery``.
+        launcher = [str(CELERY_SCRIPT)] if console_script else ["-m", "celery"]
         command = [
             sys.executable,
-            "-m",
-            "celery",
+            *launcher,
             "-A",
             APP,
             "worker",
@@ -70,7 +82,7 @@ class Worker:
             "-Q",
             deployment.queue,
             "-n",
-            f"{name}@%h",
+            self.nodename,
             "--loglevel=INFO",
             "--without-mingle",
             "--without-gossip",
@@ -80,7 +92,14 @@ class Worker:
         self.process = subprocess.Popen(
             command,
             cwd=ROOT,
-            env={**os.environ, **deployment.env, **env},
+            env={
+                **os.environ,
+                **deployment.env,
+                **env,
+                "PYTHONPATH": _python_path(),
+                # Files a killed worker leaves behind (its shutdown notice) go with the test.
+                "TMPDIR": str(deployment.directory),
+            },
             stdout=self.log,
             stderr=subprocess.STDOUT,
         )
@@ -103,11 +122,15 @@ class Worker:
         started = time.monotonic()
         if not self.exited():
             self.send_signal(signum)
+        self.wait(timeout)
+        return time.monotonic() - started
+
+    def wait(self, timeout: float = 60.0) -> None:
+        """Wait for the worker process to exit (told to stop some other way)."""
         try:
             self.process.wait(timeout)
         finally:
             self.log.close()
-        return time.monotonic() - started
 
     def kill_all(self) -> None:
         """SIGKILL the worker and its pool processes at once (a hard kill of the machine)."""
@@ -120,6 +143,11 @@ class Worker:
 
     def output(self) -> str:
         return self.log_path.read_text(errors="replace")
+
+
+def _python_path() -> str:
+    """This checkout ahead of any installed copy, however the worker is launched."""
+    return os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
 
 
 def _children(pid: int) -> list[int]:
@@ -161,8 +189,10 @@ class Deployment:
 
         metadata.create_all(self.events_engine)
 
-    def start_worker(self, pool: str = "prefork", concurrency: int = 1, **env: str) -> Worker:
-        worker = Worker(self, f"w{len(self.workers) + 1}", pool, concurrency, env)
+    def start_worker(
+        self, pool: str = "prefork", concurrency: int = 1, console_script: bool = False, **env: str
+    ) -> Worker:
+        worker = Worker(self, f"w{len(self.workers) + 1}", pool, concurrency, env, console_script)
         self.workers.append(worker)
         return worker
 

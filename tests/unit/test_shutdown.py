@@ -6,12 +6,15 @@ import multiprocessing
 import os
 import signal
 import time
+import uuid
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from celery import Celery
+from celery.worker import state
 
-from celery_resumable import _worker
+from celery_resumable import ResumableTask, _worker
 from celery_resumable._worker import clear_shutdown, request_shutdown, shutdown_requested
 
 
@@ -69,3 +72,86 @@ def test_worker_shutting_down_signal_sets_the_notice() -> None:
     signals.worker_shutting_down.send(sender="w1@host", sig="SIGTERM", how="Warm", exitcode=0)
 
     assert shutdown_requested()
+
+
+class FakeWorker:
+    """Stands for a WorkController in the notice's bookkeeping (no app, no bootsteps)."""
+
+
+def wait_for_notice_in_pool_process(flag: Any) -> None:
+    _worker._on_worker_process_init()
+    wait_for_notice(flag)
+
+
+def test_a_spawned_pool_process_sees_the_notice_of_its_worker() -> None:
+    # Given a worker started in this process, and a pool process spawned afresh
+    worker = FakeWorker()
+    _worker._on_worker_init(sender=worker)
+    try:
+        path = os.environ[_worker.NOTICE_FILE_ENV]
+        context = multiprocessing.get_context("spawn")
+        flag = context.Value("i", 0)
+        child = context.Process(target=wait_for_notice_in_pool_process, args=(flag,))
+        child.start()
+
+        # When the worker sets the notice
+        time.sleep(0.5)
+        request_shutdown()
+        child.join(30)
+    finally:
+        _worker._worker_stopped(worker)
+
+    # Then the spawned process saw it; once the worker stopped, the notice and its file are gone
+    assert flag.value == 1
+    assert not shutdown_requested()
+    assert not os.path.exists(path)
+    assert _worker.NOTICE_FILE_ENV not in os.environ
+
+
+def test_sighup_sets_the_notice_only_when_celerys_handler_starts_a_stop() -> None:
+    # Given Celery's restart handler (it sets should_stop) and the warning one of
+    # platforms that cannot restart (it does nothing)
+    def restart(signum: int, frame: Any) -> None:
+        state.should_stop = 0
+
+    def warn_only(signum: int, frame: Any) -> None:
+        pass
+
+    seen: list[bool] = []
+    watched = (signal.SIGHUP, signal.SIGINT, signal.SIGTERM, signal.SIGQUIT)
+    previous = {signum: signal.getsignal(signum) for signum in watched}
+    try:
+        for handler in (warn_only, restart):
+            signal.signal(signal.SIGHUP, handler)
+            _worker._on_worker_ready()
+
+            # When SIGHUP arrives
+            os.kill(os.getpid(), signal.SIGHUP)
+            time.sleep(0.05)
+            seen.append(shutdown_requested())
+    finally:
+        for signum, handler in previous.items():
+            signal.signal(signum, handler)
+        state.should_stop = None
+
+    # Then only the handler that started a stop set the notice
+    assert seen == [False, True]
+
+
+def test_a_notice_without_a_running_worker_does_not_requeue_a_delivery(app: Celery) -> None:
+    # Given the notice set in a process where no worker runs (a test sending the signal)
+    @app.task(base=ResumableTask, bind=True, shared=False)
+    def job(self: Any, value: int) -> int:
+        return value * 2
+
+    request_shutdown()
+
+    # When the task is called with a request, as a worker calls it
+    job.push_request(id=str(uuid.uuid4()), args=(21,), kwargs={}, called_directly=False)
+    try:
+        result = job(21)
+    finally:
+        job.pop_request()
+
+    # Then it ran instead of going back on a queue
+    assert result == 42
