@@ -16,7 +16,7 @@ from celery import Celery
 
 from ._statements import check_table_name
 
-__all__ = ["DEFAULTS", "ResumableConfig", "config_for"]
+__all__ = ["DEFAULTS", "ResumableConfig", "config_for", "forget_config"]
 
 DEFAULTS: dict[str, Any] = {
     "resumable_store_url": "sqlite:///celery_resumable.sqlite3",
@@ -82,6 +82,16 @@ def config_for(app: Celery, task: object | None = None) -> ResumableConfig:
     with contextlib.suppress(AttributeError):  # objects without a __dict__ are not cached
         object.__setattr__(owner, _CACHE_ATTRIBUTE, config)
     return config
+
+
+def forget_config(app: Celery) -> None:
+    """Drop the settings cached on ``app`` and its tasks, so the next read sees ``app.conf``."""
+    # The registry holds every task object made so far, finalized app or not (reading
+    # ``app.tasks`` instead would finalize the app as a side effect).
+    owners = [app, *app._tasks.values()]
+    for owner in owners:
+        if hasattr(owner, "__dict__"):
+            owner.__dict__.pop(_CACHE_ATTRIBUTE, None)
 
 
 _MISSING = object()

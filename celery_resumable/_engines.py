@@ -10,7 +10,14 @@ import sqlalchemy as sa
 from celery import signals
 from sqlalchemy.engine import URL, Engine
 
-__all__ = ["STATEMENT_TIMEOUT", "engine_for", "pool_size", "safe_url", "secrets_of"]
+__all__ = [
+    "STATEMENT_TIMEOUT",
+    "dispose_engine",
+    "engine_for",
+    "pool_size",
+    "safe_url",
+    "secrets_of",
+]
 
 # Store statements are small: one that waits longer than this is stuck (a lock held by
 # another transaction, a half-open connection) and fails instead of starving the others.
@@ -41,6 +48,14 @@ def engine_for(url: str) -> Engine:
             engine = _create_engine(url)
             _engines[url] = engine
         return engine
+
+
+def dispose_engine(url: str) -> None:
+    """Close this process's engine for ``url`` and forget it (a test's database is gone)."""
+    with _engines_lock:
+        engine = _engines.pop(url, None)
+    if engine is not None:
+        engine.dispose()
 
 
 def _create_engine(url: str) -> Engine:

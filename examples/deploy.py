@@ -1,6 +1,7 @@
-"""A deployment-shaped app: a Redis broker and a PostgreSQL checkpoint store.
+"""A deployment-shaped app: a Redis broker and result backend, a PostgreSQL checkpoint store.
 
-Try a deploy by hand (URLs from REDIS_URL and STORE_URL, local defaults otherwise)::
+Try a deploy by hand (URLs from REDIS_URL, RESULT_BACKEND_URL and STORE_URL, local
+defaults otherwise)::
 
     celery -A examples.deploy worker --loglevel=INFO     # terminal 1
     python -m examples.deploy 3000                       # terminal 2: send, watch progress
@@ -8,6 +9,8 @@ Try a deploy by hand (URLs from REDIS_URL and STORE_URL, local defaults otherwis
     celery -A examples.deploy worker --loglevel=INFO     # the new worker resumes it
 
 The watcher prints the checkpoint each second until the task completes.
+``docker-compose.yml`` runs the same app as a whole stack: two workers, a producer and
+Flower (see the README).
 """
 
 from __future__ import annotations
@@ -24,6 +27,8 @@ from celery_resumable import ResumableTask, checkpoint_store, iterate, step
 app = Celery("examples.deploy")
 app.conf.update(
     broker_url=os.environ.get("REDIS_URL", "redis://127.0.0.1:6379/0"),
+    # Task states (PROGRESS while a run works) for AsyncResult and Flower.
+    result_backend=os.environ.get("RESULT_BACKEND_URL", "redis://127.0.0.1:6379/1"),
     resumable_store_url=os.environ.get(
         "STORE_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test"
     ),

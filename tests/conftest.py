@@ -13,6 +13,9 @@ import sqlalchemy as sa
 from celery_resumable import CheckpointStore
 from tests.services import MYSQL_URL, POSTGRES_URL, require
 
+# For tests/unit/test_pytest_plugin.py, which runs pytest on a user's tests.
+pytest_plugins = ["pytester"]
+
 
 @pytest.fixture(
     params=[

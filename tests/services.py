@@ -1,13 +1,15 @@
 """The services the tests use, and the rule for when one is missing.
 
 A test that needs a service skips with a reason when it is down, except under
-``CI=true``, where it fails.
+``CI=true``, where it fails. The same rule holds for the package's entry points, which
+exist only once it is installed (the README's test command installs it first).
 """
 
 from __future__ import annotations
 
 import os
 import socket
+from importlib import metadata
 
 import pytest
 
@@ -32,9 +34,23 @@ def reachable(port: int, host: str = "127.0.0.1") -> bool:
 
 def require(service: str) -> None:
     """Skip the test when ``service`` is down, or fail it under CI=true."""
-    if reachable(PORTS[service]):
-        return
-    message = f"{service} is not reachable on 127.0.0.1:{PORTS[service]}"
+    if not reachable(PORTS[service]):
+        _missing(f"{service} is not reachable on 127.0.0.1:{PORTS[service]}")
+
+
+def require_entry_point(group: str, name: str, value: str) -> None:
+    """Skip the test unless entry point ``name = value`` is registered in ``group``
+    (by an installed celery-resumable), or fail it under CI=true."""
+    registered = [point.value for point in metadata.entry_points(group=group, name=name)]
+    if value not in registered:
+        found = f" (found {', '.join(registered)})" if registered else ""
+        _missing(
+            f"entry point {group}:{name} = {value} is not registered{found}; "
+            "it exists once the package is installed: pip install -e ."
+        )
+
+
+def _missing(message: str) -> None:
     if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
