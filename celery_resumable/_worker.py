@@ -26,10 +26,19 @@ from collections.abc import Callable
 from types import FrameType
 from typing import Any
 
+from billiard.process import current_process
 from celery import bootsteps
 from celery import signals as celery_signals
 
-__all__ = ["clear_shutdown", "request_shutdown", "shutdown_requested", "worker_stopping"]
+from . import _soft
+
+__all__ = [
+    "clear_shutdown",
+    "request_shutdown",
+    "shutdown_requested",
+    "tasks_running",
+    "worker_stopping",
+]
 
 logger = logging.getLogger("celery_resumable.worker")
 
@@ -37,7 +46,13 @@ logger = logging.getLogger("celery_resumable.worker")
 # (fresh interpreters that do not inherit the main process's memory).
 NOTICE_FILE_ENV = "CELERY_RESUMABLE_NOTICE_FILE"
 
-_notice = mmap.mmap(-1, 1)
+# Byte 0 is the notice; the next bytes count the tasks running in each pool process
+# (by its index), so the main process can tell when nothing runs any more.
+_SLOTS = 1024
+_SIZE = 1 + _SLOTS
+
+_notice = mmap.mmap(-1, _SIZE)
+_slot: int | None = None  # this pool process's byte in the shared region
 _notice_file: str | None = None  # the file behind _notice while a worker runs
 _notice_owner: int | None = None  # the process that created it (and removes it)
 _workers: weakref.WeakSet[Any] = weakref.WeakSet()  # workers running in this process
@@ -79,6 +94,8 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
             _open_notice_file()
         if sender is not None:
             _workers.add(sender)
+    if sender is not None:
+        _soft.leave_early(sender)
     app = getattr(sender, "app", None)
     if app is not None:
         # The worker builds its blueprints from app.steps right after this signal.
@@ -92,11 +109,19 @@ def _on_shutting_down(**_: Any) -> None:
 
 def _on_worker_process_init(**_: Any) -> None:
     """A pool process starts: a spawned one maps the notice file of its worker."""
-    global _pool_process
+    global _pool_process, _slot
     _pool_process = True
     path = os.environ.get(NOTICE_FILE_ENV)
     if path and path != _notice_file:
         _attach_notice_file(path)
+    index = getattr(current_process(), "index", None)
+    _slot = 1 + (index if isinstance(index, int) else os.getpid()) % _SLOTS
+    _notice[_slot] = 0
+
+
+def tasks_running() -> int:
+    """Tasks running in this process, and in the pool processes of its worker."""
+    return _tasks_running + sum(_notice[1:_SIZE])
 
 
 def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
@@ -127,20 +152,28 @@ def _on_task_prerun(**_: Any) -> None:
     global _tasks_running
     with _lock:
         _tasks_running += 1
+        _publish_running()
+
+
+def _publish_running() -> None:
+    if _slot is not None:
+        _notice[_slot] = min(_tasks_running, 255)
 
 
 def _on_task_postrun(**_: Any) -> None:
     global _tasks_running, _withdraw_pending
     with _lock:
         _tasks_running = max(_tasks_running - 1, 0)
+        _publish_running()
         if _withdraw_pending and not _tasks_running:
             _withdraw_pending = False
             clear_shutdown()
 
 
 def _after_fork_in_child() -> None:
-    global _tasks_running, _withdraw_pending, _lock
+    global _tasks_running, _withdraw_pending, _lock, _slot
     _tasks_running = 0
+    _slot = None
     _withdraw_pending = False
     _lock = threading.Lock()
 
@@ -156,14 +189,14 @@ def _open_notice_file() -> None:
         descriptor, path = tempfile.mkstemp(prefix="celery-resumable-notice-")
     except OSError as exc:
         logger.warning("no file for the shutdown notice, spawned pool processes miss it: %s", exc)
-        _notice = mmap.mmap(-1, 1)
+        _notice = mmap.mmap(-1, _SIZE)
         return
     try:
-        os.ftruncate(descriptor, 1)
-        _notice = mmap.mmap(descriptor, 1)
+        os.ftruncate(descriptor, _SIZE)
+        _notice = mmap.mmap(descriptor, _SIZE)
     except (OSError, ValueError) as exc:
         logger.warning("no file for the shutdown notice, spawned pool processes miss it: %s", exc)
-        _notice = mmap.mmap(-1, 1)
+        _notice = mmap.mmap(-1, _SIZE)
         os.unlink(path)
         return
     finally:
@@ -180,7 +213,7 @@ def _attach_notice_file(path: str) -> None:
         logger.warning("cannot open the shutdown notice %s: %s", path, exc)
         return
     try:
-        _notice = mmap.mmap(descriptor, 1)
+        _notice = mmap.mmap(descriptor, _SIZE)
     except (OSError, ValueError) as exc:
         logger.warning("cannot map the shutdown notice %s: %s", path, exc)
         return

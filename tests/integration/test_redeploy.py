@@ -153,3 +153,20 @@ def test_max_runtime_requeues_and_still_finishes(deploy: DeploymentFactory) -> N
     assert checkpoint is not None and checkpoint.status == "completed"
     assert checkpoint.interruptions >= 3
     assert_finished_once(deployment, task_id, repeats=0)
+
+
+def test_soft_shutdown_ends_once_every_task_went_back_on_the_queue(
+    deploy: DeploymentFactory,
+) -> None:
+    # Given a soft shutdown timeout of twenty seconds and a resumable task mid-cursor
+    deployment = deploy("redis", settings={"worker_soft_shutdown_timeout": 20.0})
+
+    # When the worker is stopped the soft way, the task saves and goes back on the queue,
+    # and the worker leaves the soft wait then, not after twenty seconds
+    task_id = interrupt_mid_cursor(
+        deployment, "prefork", signal.SIGTERM, exit_within=5.0, REMAP_SIGTERM="SIGQUIT"
+    )
+    assert "no task runs any more" in deployment.logs()
+
+    # Then the next worker resumes it, repeating at most one item
+    finish_on_second_worker(deployment, task_id, "prefork")
