@@ -59,6 +59,11 @@ def step_cursor(name: str, fn: Callable[[Any], T], /, *, cursor_type: Any = None
     return _run_step(run, name, Scope(return_type(fn, what), fn), call)
 
 
+def cursor_scope() -> Scope | None:
+    """How the running ``step_cursor`` function reads its cursor back (for ``_tx`` writes)."""
+    return _cursor_scope.get()
+
+
 def _run_step(run: Run, name: str, scope: Scope, call: Callable[[Any], T]) -> T:
     start = run.begin(name)
     if start.skipped:

@@ -11,6 +11,7 @@ from sqlalchemy.orm import Session
 
 from ._codec import encode
 from ._context import Run, current_run
+from ._steps import cursor_scope
 from .errors import NotInStepError
 
 __all__ = ["set_step_cursor_tx", "set_step_tx"]
@@ -56,7 +57,9 @@ def _write(
     step = run.active
     if step is None:
         raise NotInStepError(function)
-    encoded = encode(value, f"{what} of step {step!r}")
+    # A cursor is checked against how the step_cursor function reads it back.
+    scope = None if finish else cursor_scope()
+    encoded = encode(value, f"{what} of step {step!r}", scope=scope)
     # Validates the call and stops the run here, before anything is written.
     change = run.tx_change(function, finish, encoded)
     store = run.store
