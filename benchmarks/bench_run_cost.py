@@ -32,7 +32,7 @@ from benchmarks.bench_overhead import (
     seconds,
 )
 from benchmarks.common import database, print_header, print_table, store_urls, table_name
-from benchmarks.traffic import RoundTrips, StatementLog
+from benchmarks.traffic import ExecuteTimer, RoundTrips, StatementLog
 from celery_resumable import checkpoint_store
 
 DESCRIPTION = "The fixed cost of a resumable run, in bare single-row UPDATEs."
@@ -113,6 +113,8 @@ class Traffic:
 
     statements: collections.Counter[str]
     round_trips: collections.Counter[str] | None
+    execute_seconds: float
+    run_seconds: float
 
 
 def measure(
@@ -154,7 +156,11 @@ def measure(
         log.recording = True
         kinds = trips.count(runner(tasks.resumable_steps, (), STEPS_RESULT, counted))
     verbs = collections.Counter(statement.verb for statement in log.statements)
-    return row, Traffic(verbs, kinds if trips.supported else None)
+    with ExecuteTimer(engine) as timer:
+        started = time.perf_counter()
+        runner(tasks.resumable_steps, (), STEPS_RESULT, counted)()
+        elapsed = time.perf_counter() - started
+    return row, Traffic(verbs, kinds if trips.supported else None, timer.seconds, elapsed)
 
 
 def traffic_rows(traffic: Sequence[Traffic], counted: int) -> list[list[str]]:
@@ -186,6 +192,13 @@ def traffic_rows(traffic: Sequence[Traffic], counted: int) -> list[list[str]]:
         ]
     )
     rows += [[f"  {kind}", *(per_run(c[kind]) for c in trips)] for kind in kinds_of(trips)]
+    rows.append(["time of a resumable run", *(seconds(t.run_seconds / counted) for t in traffic)])
+    rows.append(
+        [
+            "  in the statements' cursor.execute",
+            *(seconds(t.execute_seconds / counted) for t in traffic),
+        ]
+    )
     return rows
 
 
@@ -264,6 +277,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             "(benchmarks/traffic.py); floor 2",
             "SQLite: statements the sqlite3 module runs (no network; each is a call "
             "into the database)",
+            "time: of the whole run, and of its SQL statements inside the driver's "
+            "cursor.execute (before/after_cursor_execute), in untraced runs",
         ],
     )
     print(f"total time {time.perf_counter() - started:.1f} s")

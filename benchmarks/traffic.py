@@ -22,6 +22,7 @@ import json
 import os
 import re
 import tempfile
+import time
 from collections.abc import Callable, Iterator
 from typing import Any
 
@@ -107,6 +108,37 @@ class StatementLog:
     def __exit__(self, *_: object) -> None:
         sa.event.remove(self.engine, "before_cursor_execute", self._on_execute)
         self.recording = False
+
+
+class ExecuteTimer:
+    """Adds up the time SQLAlchemy's statements spend in the driver's ``cursor.execute``.
+
+    Use as a context manager; ``seconds`` is the total, ``statements`` their number.
+    """
+
+    def __init__(self, engine: sa.Engine) -> None:
+        self.engine = engine
+        self.seconds = 0.0
+        self.statements = 0
+        self._started: dict[int, float] = {}
+
+    def _before(self, _connection: Any, cursor: Any, *_: Any) -> None:
+        self._started[id(cursor)] = time.perf_counter()
+
+    def _after(self, _connection: Any, cursor: Any, *_: Any) -> None:
+        started = self._started.pop(id(cursor), None)
+        if started is not None:
+            self.seconds += time.perf_counter() - started
+            self.statements += 1
+
+    def __enter__(self) -> ExecuteTimer:
+        sa.event.listen(self.engine, "before_cursor_execute", self._before)
+        sa.event.listen(self.engine, "after_cursor_execute", self._after)
+        return self
+
+    def __exit__(self, *_: object) -> None:
+        sa.event.remove(self.engine, "before_cursor_execute", self._before)
+        sa.event.remove(self.engine, "after_cursor_execute", self._after)
 
 
 _SET_COLUMNS = re.compile(r"\bSET\b(.*?)(?:\bWHERE\b|$)", re.IGNORECASE | re.DOTALL)
