@@ -9,7 +9,7 @@ after the store's last write), then does the same with the other kind; the kind 
 goes first alternates. The script prints tasks/s of each kind per round and their ratio,
 then the median ratio of the rounds.
 
-    python -m benchmarks.bench_throughput [--tasks 200] [--rounds 5] [--store URL ...]
+    python -m benchmarks.bench_throughput [--tasks 300] [--rounds 7] [--store URL ...]
 """
 
 from __future__ import annotations
@@ -215,8 +215,8 @@ def drop_table(store: str, table: str) -> None:
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Read the command line."""
     parser = argparse.ArgumentParser(description=DESCRIPTION)
-    parser.add_argument("--tasks", type=positive, default=200, help="tasks of a kind per round")
-    parser.add_argument("--rounds", type=positive, default=5, help="rounds per store and pool")
+    parser.add_argument("--tasks", type=positive, default=300, help="tasks of a kind per round")
+    parser.add_argument("--rounds", type=positive, default=7, help="rounds per store and pool")
     parser.add_argument(
         "--store",
         action="append",
