@@ -63,7 +63,11 @@ def _create_engine(url: str) -> Engine:
     # needs no BEGIN, COMMIT or reset when it goes back to the pool, and no ping before
     # use: the store runs a statement again once when its connection was dropped.
     parsed = sa.engine.make_url(url)
-    options: dict[str, Any] = {"isolation_level": "AUTOCOMMIT", "pool_reset_on_return": None}
+    options: dict[str, Any] = {
+        "isolation_level": "AUTOCOMMIT",
+        "pool_reset_on_return": None,
+        "skip_autocommit_rollback": True,
+    }
     if parsed.get_backend_name() == "sqlite":
         engine = sa.create_engine(parsed, connect_args={"timeout": STATEMENT_TIMEOUT}, **options)
         sa.event.listen(engine, "connect", _sqlite_pragmas)
