@@ -8,7 +8,8 @@ answers for a SQLAlchemy ``Select``; an adapter for Django's ``QuerySet`` is ano
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from operator import attrgetter, itemgetter
 from typing import Any, Protocol, TypeAlias
 
 from sqlalchemy import Select, and_, bindparam, func, inspect, or_, select, tuple_
@@ -20,7 +21,6 @@ from .errors import CursorDecodeError
 
 __all__ = ["CountedKeyset", "Keyset", "Pages", "SelectPages", "keyset"]
 
-Key: TypeAlias = tuple[Any, ...]
 AnyRow: TypeAlias = Row[Any]
 
 # PostgreSQL and SQLite turn a row-value comparison `(a, b) > (:a, :b)` into one index
@@ -38,8 +38,15 @@ class Pages(Protocol):
     key_types: tuple[Any, ...]
     """The Python type of each key column, or None where it is not known."""
 
-    def after(self, key: Key | None) -> Sequence[tuple[Key, Any]]:
-        """The next batch of ``(key, row)`` after ``key``, or from the start when None."""
+    def after(self, key: Any) -> Sequence[Any]:
+        """The next batch of rows after ``key`` in key order, or from the start when None.
+
+        A key is a value for a key of one column, a tuple for a composite key.
+        """
+        ...  # pragma: no cover
+
+    def key_of(self, row: Any) -> Any:
+        """The key of ``row``; raises ValueError when it is (or a part of it is) NULL."""
         ...  # pragma: no cover
 
     def count(self) -> int:
@@ -65,7 +72,7 @@ class Keyset:
 
     def __call__(self, cursor: Any) -> Iterator[tuple[Any, Any]]:
         """Yield ``(key, row)`` for the rows after ``cursor`` (all rows when None)."""
-        return self._rows(None if cursor is None else self._key_of(cursor))
+        return self._rows(None if cursor is None else self._key_from_cursor(cursor))
 
     def __bool__(self) -> bool:
         return True  # never count the rows to answer a truth test
@@ -73,18 +80,21 @@ class Keyset:
     def __repr__(self) -> str:
         return f"keyset(key={self._pages.names!r}, batch_size={self._batch_size})"
 
-    def _rows(self, after: Key | None) -> Iterator[tuple[Any, Any]]:
+    def _rows(self, after: Any) -> Iterator[tuple[Any, Any]]:
+        key_of = self._pages.key_of
         while True:
             batch = self._pages.after(after)
-            for key, row in batch:
-                yield (key if self._composite else key[0]), row
-            if len(batch) < self._batch_size:
-                return  # a short batch is the last: no query to learn there is no more
-            after = batch[-1][0]
+            last = len(batch) < self._batch_size  # no query to learn there is no more
+            for row in batch:
+                after = key_of(row)
+                yield after, row
+            if last:
+                return
+            del batch  # let it go before the next one comes: one batch in memory at a time
 
-    def _key_of(self, cursor: Any) -> Key:
+    def _key_from_cursor(self, cursor: Any) -> Any:
         if not self._composite:
-            return (cursor,)
+            return cursor
         if not isinstance(cursor, tuple | list) or len(cursor) != len(self._pages.names):
             raise CursorDecodeError(
                 f"cannot read the keyset cursor {cursor!r} back as a key of the columns "
@@ -168,21 +178,22 @@ class SelectPages:
         if query._has_row_limiting_clause:  # no public accessor for LIMIT/OFFSET/FETCH
             raise ValueError("keyset() cannot page a query with LIMIT or OFFSET; remove them")
         entity = _single_entity(query) if isinstance(connection, Session) else None
-        self._positions: list[int] = []
         if entity is not None:
             # A Session returns rows holding one object each: the key is read from it.
             available = list(inspect(entity).mapper.column_attrs.keys())
             _check_names(names, available, "mapped column attribute of the selected entity")
             columns = [getattr(entity, name) for name in names]
+            read_object = attrgetter(*names)
+            self._read: Callable[[AnyRow], Any] = lambda row: read_object(row[0])
         else:
             available = list(query.selected_columns.keys())
             _check_names(names, available, "column selected by the query")
             columns = [query.selected_columns[name] for name in names]
-            self._positions = [available.index(name) for name in names]
+            self._read = itemgetter(*(available.index(name) for name in names))
         self.names = names
         self.key_types = tuple(_python_type(column) for column in columns)
         self._connection = connection
-        self._entity = entity is not None
+        self._composite = len(names) > 1
         params = [
             bindparam(f"keyset_after_{i}", type_=column.type) for i, column in enumerate(columns)
         ]
@@ -190,13 +201,12 @@ class SelectPages:
         self._next = self._first.where(_after(columns, params, _dialect_name(connection, query)))
         self._count = select(func.count()).select_from(query.order_by(None).subquery())
 
-    def after(self, key: Key | None) -> list[tuple[Key, AnyRow]]:
-        """The next batch of ``(key, row)`` after ``key``, or from the start when None."""
+    def after(self, key: Any) -> Sequence[AnyRow]:
+        """The next batch of rows after ``key`` in key order, or from the start when None."""
         if key is None:
-            rows = self._execute(self._first, {})
-        else:
-            rows = self._execute(self._next, {f"keyset_after_{i}": v for i, v in enumerate(key)})
-        return [(self._key_of(row), row) for row in rows]
+            return self._execute(self._first, {})
+        values = key if self._composite else (key,)
+        return self._execute(self._next, {f"keyset_after_{i}": v for i, v in enumerate(values)})
 
     def count(self) -> int:
         """How many rows the query has: one COUNT query."""
@@ -208,12 +218,10 @@ class SelectPages:
                 return connection.execute(statement, params).all()
         return self._connection.execute(statement, params).all()
 
-    def _key_of(self, row: AnyRow) -> Key:
-        if self._entity:
-            key = tuple(getattr(row[0], name) for name in self.names)
-        else:
-            key = tuple(row[position] for position in self._positions)
-        if any(value is None for value in key):
+    def key_of(self, row: AnyRow) -> Any:
+        """The key of ``row``; raises ValueError when it is (or a part of it is) NULL."""
+        key = self._read(row)
+        if key is None or (self._composite and any(value is None for value in key)):
             raise ValueError(
                 f"keyset() met a row whose key ({', '.join(self.names)}) is NULL; "
                 "a keyset key must never be NULL"
