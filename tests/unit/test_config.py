@@ -24,6 +24,7 @@ def test_defaults() -> None:
         keep_completed=604800.0,
         create_tables=True,
         store_wait=300.0,
+        track_progress=True,
     )
 
 
