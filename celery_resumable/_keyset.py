@@ -132,7 +132,8 @@ def keyset(
     Raises TypeError for a query that is not a ``Select``, a missing or unsupported
     ``connection``, or a ``key`` that is not a name; ValueError for an unknown key
     column, ``batch_size`` below 1, or a query with LIMIT or OFFSET. While iterating, a
-    row whose key is NULL raises ValueError.
+    row whose key is NULL raises ValueError, and a saved cursor that is not a key of the
+    key columns CursorDecodeError.
     """
     names = _key_names(key)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int):
