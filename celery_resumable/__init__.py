@@ -9,6 +9,7 @@ finished steps and resumes the step in progress from its cursor.
 from __future__ import annotations
 
 from ._config import ResumableConfig
+from ._keyset import keyset
 from ._records import Checkpoint, FinishedStep
 from ._steps import iterate, set_cursor, step, step_cursor
 from ._store import CheckpointStore, checkpoint_store
@@ -23,6 +24,7 @@ __all__ = [
     "ResumableTask",
     "checkpoint_store",
     "iterate",
+    "keyset",
     "set_cursor",
     "set_step_cursor_tx",
     "set_step_tx",
