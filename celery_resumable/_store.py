@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import contextlib
 import logging
-import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -22,10 +21,9 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from ._config import ResumableConfig, config_for
 from ._engines import engine_for, safe_url, secrets_of
 from ._faults import translated
+from ._operations import Operations
 from ._prepared import Outcome, Prepared
 from ._records import (
-    STATUSES,
-    Checkpoint,
     Claim,
     State,
     Status,
@@ -33,7 +31,7 @@ from ._records import (
     request_json,
 )
 from ._statements import MAX_TASK_ID, Statements, check_table_name, table, upgrade
-from .errors import CheckpointBusyError, CheckpointStoreError
+from .errors import CheckpointStoreError
 
 __all__ = ["CheckpointStore", "checkpoint_store", "store_for"]
 
@@ -41,11 +39,8 @@ logger = logging.getLogger("celery_resumable.store")
 
 T = TypeVar("T")
 
-_PURGE_EVERY = 600.0
-_PURGE_BATCH = 500
 
-
-class CheckpointStore:
+class CheckpointStore(Operations):
     """Reads and writes checkpoints in one SQL table.
 
     ``get``, ``list``, ``reset`` and ``purge`` are for operators; ``claim``, ``save``,
@@ -83,91 +78,6 @@ class CheckpointStore:
         """The SQLAlchemy engine of the store (created on first use)."""
         with self._errors(None, "connect to"):
             return engine_for(self.url)
-
-    # -- operators -----------------------------------------------------------------
-
-    def get(self, task_id: str) -> Checkpoint | None:
-        """Return the checkpoint of ``task_id``, or None when there is none."""
-
-        def read(connection: Connection, sql: Statements) -> Any:
-            return connection.execute(sql.select, {"p_task_id": task_id}).mappings().first()
-
-        row = self._run(task_id, "read from", read)
-        return None if row is None else checkpoint_of(row)
-
-    def list(
-        self,
-        *,
-        status: Status | Sequence[Status] | None = None,
-        task_name: str | None = None,
-        limit: int = 100,
-        offset: int = 0,
-    ) -> list[Checkpoint]:
-        """Return checkpoints, most recently updated first, filtered by status and task name."""
-        query = sa.select(self.table)
-        if status is not None:
-            query = query.where(self.table.c.status.in_(_statuses(status)))
-        if task_name is not None:
-            query = query.where(self.table.c.task_name == task_name)
-        query = query.order_by(self.table.c.updated_at.desc(), self.table.c.task_id)
-        query = query.limit(limit).offset(offset)
-
-        def read(connection: Connection, _: Statements) -> list[Checkpoint]:
-            return [checkpoint_of(row) for row in connection.execute(query).mappings()]
-
-        return self._run(None, "list the checkpoints of", read)
-
-    def reset(self, task_id: str, force: bool = False) -> bool:
-        """Delete the checkpoint of ``task_id`` so its next run starts over; True if one existed.
-
-        Raises CheckpointBusyError when a live run holds the task's lease, unless
-        ``force``: the run then stops at its next boundary (its next write or lease
-        renewal finds the row gone) and goes back on the queue to start over.
-        """
-
-        def delete(connection: Connection, sql: Statements) -> bool | None:
-            statement = sql.reset_forced if force else sql.reset
-            if connection.execute(statement, {"p_task_id": task_id}).rowcount > 0:
-                return True
-            if connection.execute(sql.owner, {"p_task_id": task_id}).first() is None:
-                return False
-            return None
-
-        deleted = self._run(task_id, "reset the checkpoint in", delete)
-        if deleted is None:
-            raise CheckpointBusyError(task_id)
-        return deleted
-
-    def purge(
-        self,
-        *,
-        older_than: float | None = None,
-        status: Status | Sequence[Status] = "completed",
-        force: bool = False,
-    ) -> int:
-        """Delete rows of ``status`` untouched for ``older_than`` seconds (default keep_completed).
-
-        A row's age counts from its last write or the end of its lease, whichever is
-        later, so the row of a live run is never old. ``force`` judges rows by their last
-        write alone and deletes those of live runs too: such a run stops at its next
-        boundary and goes back on the queue to start over. Returns the number deleted.
-        """
-        statuses = _statuses(status)
-        age = self.keep_completed if older_than is None else older_than
-        params = {"p_age": float(age)}
-        size = _PURGE_BATCH
-        deleted = 0
-
-        def delete(connection: Connection, sql: Statements) -> int:
-            statement = sql.purge_batch(statuses, force, size)
-            return int(connection.execute(statement, params).rowcount)
-
-        while True:
-            # Bounded batches, each its own statement: no long lock, no huge transaction.
-            batch = self._run(None, "purge", delete)
-            deleted += batch
-            if batch < size:
-                return deleted
 
     # -- runs ----------------------------------------------------------------------
 
@@ -322,23 +232,6 @@ class CheckpointStore:
             return False
         return connection.execute(sql.select, {"p_task_id": task_id}).first() is not None
 
-    def purge_due(self, every: float = _PURGE_EVERY) -> None:
-        """Purge the rows older than ``keep_completed`` if ``every`` seconds passed since the last.
-
-        Called from the lease keeper's thread, never from a task's run.
-        """
-        now = time.monotonic()
-        if self._last_purge and now - self._last_purge < every:
-            return
-        self._last_purge = now
-        try:
-            deleted = self.purge(status=STATUSES)
-        except CheckpointStoreError as exc:
-            logger.warning("could not purge old checkpoints: %s", exc)
-        else:
-            if deleted:
-                logger.info("purged %d old checkpoints", deleted)
-
     def _sql(self, dialect: Dialect) -> Statements:
         statements = self._statements.get(dialect.name)
         if statements is None:
@@ -458,14 +351,6 @@ def _save_params(
             {"name": s.name, "result": s.result} for s in state.finished[stored_steps:]
         ]
     return params
-
-
-def _statuses(status: Status | Sequence[Status]) -> list[Status]:
-    statuses = [status] if isinstance(status, str) else list(status)
-    for value in statuses:
-        if value not in STATUSES:
-            raise ValueError(f"unknown checkpoint status {value!r}; use one of {STATUSES}")
-    return statuses
 
 
 _STORES: dict[tuple[str, str, bool, float], CheckpointStore] = {}

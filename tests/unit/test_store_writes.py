@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from celery_resumable import CheckpointStore, FinishedStep, _store
+from celery_resumable import CheckpointStore, FinishedStep, _operations
 from celery_resumable._records import State
 
 
@@ -103,7 +103,7 @@ def test_purge_deletes_in_bounded_batches(
     store: CheckpointStore, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given 11 old completed rows and a purge batch of 4
-    monkeypatch.setattr(_store, "_PURGE_BATCH", 4)
+    monkeypatch.setattr(_operations, "_PURGE_BATCH", 4)
     ids = [new_id() for _ in range(11)]
     for task_id in ids:
         store.claim(task_id, "t", "o", 60)
