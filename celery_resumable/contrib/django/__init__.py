@@ -1,0 +1,6 @@
+"""celery-resumable for Django projects (the ``django`` extra).
+
+Add ``"celery_resumable.contrib.django"`` to ``INSTALLED_APPS`` to create the checkpoint
+table with ``manage.py migrate`` (its name is ``CELERY_RESUMABLE_TABLE_NAME`` when the
+settings define it). Importing this package does not import Django.
+"""
