@@ -2,14 +2,24 @@
 
 from __future__ import annotations
 
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 from .errors import CursorDecodeError
 
-__all__ = ["keyset_queryset"]
+__all__ = ["is_queryset", "keyset_queryset"]
 
 KeysetSource = Callable[[Any], Iterator[tuple[Any, Any]]]
+
+
+def is_queryset(query: object) -> bool:
+    """Whether ``query`` is a Django ``QuerySet`` (never imports Django to find out)."""
+    if "django.db.models" not in sys.modules:
+        return False
+    from django.db.models import QuerySet
+
+    return isinstance(query, QuerySet)
 
 
 def keyset_queryset(

@@ -11,6 +11,7 @@ from django.db import connections
 from django.test.utils import CaptureQueriesContext
 
 from celery_resumable import ResumableTask, checkpoint_store, iterate
+from celery_resumable._django_keyset import is_queryset
 from celery_resumable.contrib.django import keyset_queryset
 from celery_resumable.errors import CursorDecodeError
 from celery_resumable.testing import interrupt_at_cursor
@@ -130,3 +131,10 @@ def test_a_sliced_queryset_or_a_cursor_of_another_shape_is_refused(alias: str) -
     source = keyset_queryset(Event.objects.all(), key=("day", "seq"))
     with pytest.raises(CursorDecodeError, match="as a key of 2 fields"):
         list(source(5))
+
+
+@pytest.mark.parametrize("alias", ["default"])
+def test_is_queryset_tells_querysets_apart(alias: str) -> None:
+    assert is_queryset(Item.objects.all())
+    assert not is_queryset(Item.objects)  # a manager, not a queryset
+    assert not is_queryset([1, 2])
