@@ -41,7 +41,8 @@ def is_django_connection(conn: object) -> bool:
 
 def write(run: Run, conn: Any, function: str, finish: bool, value: object, what: str) -> None:
     """Write the running step's cursor or finish through Django connection ``conn``."""
-    connection = connections[conn.alias]
+    # django.db.connection is a proxy of this thread's connection of its alias.
+    connection = conn if isinstance(conn, BaseDatabaseWrapper) else connections[conn.alias]
     if not connection.in_atomic_block:
         raise TransactionManagementError(
             f"{function}() needs a transaction: call it inside "
