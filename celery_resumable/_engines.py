@@ -62,7 +62,7 @@ def _create_engine(url: str) -> Engine:
     # Every statement of the store commits on its own (autocommit), so a connection
     # needs no BEGIN, COMMIT or reset when it goes back to the pool, and no ping before
     # use: the store runs a statement again once when its connection was dropped.
-    parsed = sa.engine.make_url(url)
+    parsed = _parsed(url)
     options: dict[str, Any] = {
         "isolation_level": "AUTOCOMMIT",
         "pool_reset_on_return": None,
@@ -76,6 +76,19 @@ def _create_engine(url: str) -> Engine:
     return sa.create_engine(
         parsed, connect_args=_timeouts(parsed), pool_size=size, max_overflow=size, **options
     )
+
+
+def _parsed(url: str) -> URL:
+    """``url`` parsed; a ``django`` URL becomes the URL of that Django database."""
+    if _is_django(url):
+        from ._django import store_url
+
+        return store_url(url)
+    return sa.engine.make_url(url)
+
+
+def _is_django(url: str) -> bool:
+    return url == "django" or url.startswith("django://")
 
 
 def pool_size() -> int:
@@ -123,6 +136,8 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def safe_url(url: str) -> str:
     """``url`` with its password and secret query parameters replaced by ``***``."""
+    if _is_django(url):
+        return url  # an alias of settings.DATABASES: no secret in it
     try:
         parsed = sa.engine.make_url(url)
     except Exception:  # noqa: BLE001 - an unparsable URL is reported as such
@@ -134,6 +149,10 @@ def safe_url(url: str) -> str:
 
 def secrets_of(url: str) -> tuple[str, ...]:
     """The secrets written in ``url`` (its password, secret query parameters)."""
+    if _is_django(url):
+        from ._django import secrets_of as django_secrets
+
+        return django_secrets(url)
     try:
         parsed = sa.engine.make_url(url)
     except Exception:  # noqa: BLE001 - an unparsable URL fails later with a clear error

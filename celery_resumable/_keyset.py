@@ -17,6 +17,7 @@ from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 
+from ._django_keyset import is_queryset, keyset_queryset
 from .errors import CursorDecodeError
 
 __all__ = ["CountedKeyset", "Keyset", "Pages", "SelectPages", "keyset"]
@@ -120,7 +121,8 @@ def keyset(
 ) -> Keyset:
     """Return a cursor source for ``iterate`` that pages through ``query`` by ``key``.
 
-    ``query`` is a SQLAlchemy ``Select`` run on ``connection``: an ``Engine`` (a
+    ``query`` is a Django ``QuerySet`` (``connection``: a Django connection or alias;
+    see docs/django.md), or a SQLAlchemy ``Select`` run on ``connection``: an ``Engine`` (a
     connection per batch, no transaction held across the loop body), a ``Connection``
     or a ``Session`` (their transaction is used). ``key`` names a selected column, or a
     tuple of them for a composite key (for a ``Session``'s select of one ORM entity, its
@@ -135,6 +137,12 @@ def keyset(
     row whose key is NULL raises ValueError, and a saved cursor that is not a key of the
     key columns CursorDecodeError.
     """
+    if is_queryset(query):
+        if count:
+            raise TypeError("keyset() count=True is for SQLAlchemy Selects; a QuerySet has none")
+        return keyset_queryset(  # type: ignore[return-value]
+            query, key=key, batch_size=batch_size, connection=connection
+        )
     names = _key_names(key)
     if isinstance(batch_size, bool) or not isinstance(batch_size, int):
         raise TypeError(f"keyset() batch_size must be an int, not {type(batch_size).__qualname__}")
@@ -147,8 +155,10 @@ def keyset(
 def _pages_of(query: object, names: tuple[str, ...], batch_size: int, connection: object) -> Pages:
     if isinstance(query, Select):
         return SelectPages(query, names, batch_size, connection)
-    # A Django QuerySet gets a Pages of its own here, imported only when one is passed.
-    raise TypeError(f"keyset() pages through a SQLAlchemy Select, not {type(query).__qualname__}")
+    raise TypeError(
+        f"keyset() pages through a SQLAlchemy Select or a Django QuerySet, not "
+        f"{type(query).__qualname__}"
+    )
 
 
 def _key_names(key: object) -> tuple[str, ...]:

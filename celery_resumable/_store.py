@@ -175,6 +175,45 @@ class CheckpointStore(Operations):
                 raise self._not_here(task_id)
             return False
 
+    def save_through(
+        self,
+        dialect: Dialect,
+        execute: Callable[[Any, Mapping[str, Any]], Outcome],
+        has_table: Callable[[str], bool],
+        task_id: str,
+        owner: str,
+        state: State,
+        lease_seconds: float,
+        stored_steps: int = 0,
+        *,
+        table_seen: bool = False,
+    ) -> bool:
+        """Write ``state`` through a connection SQLAlchemy does not manage (Django's).
+
+        Like ``save_in_transaction``, in that connection's open transaction:
+        ``execute(statement, params)`` runs one of the store's statements there and
+        ``has_table(name)`` says whether its database has a table. Unless ``table_seen``,
+        first checks that the checkpoint table holds the task. False when ``owner`` no
+        longer holds the lease. Raises CheckpointStoreError when that database has no
+        checkpoint table holding the task; errors of ``execute`` and ``has_table`` pass
+        through for the caller to translate.
+        """
+        sql = self._sql(dialect)
+
+        def holds() -> bool:
+            if not has_table(self.table_name):
+                return False
+            return bool(execute(sql.select, {"p_task_id": task_id}).rows)
+
+        if not table_seen and not holds():
+            raise self._not_here(task_id)
+        params = _save_params(task_id, owner, state, "running", stored_steps, lease_seconds)
+        if execute(sql.save[("p_new" in params, True)], params).rowcount == 1:
+            return True
+        if not holds():
+            raise self._not_here(task_id)
+        return False
+
     def renew(self, leases: Sequence[tuple[str, str]], lease_seconds: float) -> set[str]:
         """Extend the leases ``(task_id, owner)`` in one statement; returns the ids renewed.
 

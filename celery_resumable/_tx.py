@@ -1,9 +1,11 @@
-"""Checkpoint writes inside the caller's own SQLAlchemy transaction."""
+"""Checkpoint writes inside the caller's own SQLAlchemy (or Django) transaction."""
 
 from __future__ import annotations
 
+import sys
 import weakref
 from collections.abc import Callable
+from typing import Any, TypeAlias
 
 from sqlalchemy import event
 from sqlalchemy.engine import Connection
@@ -16,9 +18,16 @@ from .errors import NotInStepError
 
 __all__ = ["set_step_cursor_tx", "set_step_tx"]
 
+# ``django.db.connection`` or ``django.db.connections[alias]`` (see ``_django_tx``).
+DjangoConnection: TypeAlias = Any
 
-def set_step_tx(conn: Connection | Session, result: object = None) -> None:
+
+def set_step_tx(conn: Connection | Session | DjangoConnection, result: object = None) -> None:
     """Mark the running step finished, with ``result``, inside ``conn``'s transaction.
+
+    ``conn`` is a SQLAlchemy ``Connection`` or ``Session``, or Django's ``connection``
+    (or ``connections[alias]``) inside ``transaction.atomic()``: the run's state then
+    follows the outermost atomic block's commit (TransactionManagementError outside one).
 
     The checkpoint commits or rolls back with the caller's writes; the run's state
     changes only when the transaction commits. A skipped step then returns ``result``.
@@ -32,7 +41,7 @@ def set_step_tx(conn: Connection | Session, result: object = None) -> None:
     _write(run, conn, "set_step_tx", True, result, "the result")
 
 
-def set_step_cursor_tx(conn: Connection | Session, cursor: object) -> None:
+def set_step_cursor_tx(conn: Connection | Session | DjangoConnection, cursor: object) -> None:
     """Save ``cursor`` as the running step's cursor inside ``conn``'s transaction.
 
     Like ``set_step_tx``: the cursor commits or rolls back with the caller's writes and
@@ -47,12 +56,34 @@ def _connection_of(conn: Connection | Session) -> Connection:
         return conn.connection()
     if isinstance(conn, Connection):
         return conn
-    raise TypeError(f"expected a SQLAlchemy Connection or Session, not {type(conn).__qualname__}")
+    django = "; or Django's connection, or connections[alias]" if "django.db" in sys.modules else ""
+    raise TypeError(
+        f"expected a SQLAlchemy Connection or Session, not {type(conn).__qualname__}{django}"
+    )
+
+
+def _is_django(conn: object) -> bool:
+    # Without django.db imported, nothing can be one of its connections.
+    if "django.db" not in sys.modules:
+        return False
+    from ._django_tx import is_django_connection
+
+    return is_django_connection(conn)
 
 
 def _write(
-    run: Run, conn: Connection | Session, function: str, finish: bool, value: object, what: str
+    run: Run,
+    conn: Connection | Session | DjangoConnection,
+    function: str,
+    finish: bool,
+    value: object,
+    what: str,
 ) -> None:
+    if _is_django(conn):
+        from ._django_tx import write
+
+        write(run, conn, function, finish, value, what)
+        return
     connection = _connection_of(conn)
     step = run.active
     if step is None:

@@ -16,6 +16,7 @@ from celery import Celery
 from celery_resumable import CheckpointStore
 from tests.integration.conftest import DeploymentFactory
 from tests.integration.harness import APP, ROOT, TcpProxy, wait_for
+from tests.integration.test_store_faults import fresh_table
 from tests.services import POSTGRES_URL, REDIS_URL, require
 
 COUNT = 300
@@ -87,7 +88,7 @@ def test_an_unreachable_store_defers_the_task_then_fails_it(
         store=proxied(proxy.port),
         events=POSTGRES_URL,
         backend=BACKEND,
-        settings={"resumable_store_wait": 4.0},
+        settings={"resumable_store_wait": 4.0, "resumable_table_name": fresh_table()},
     )
     deployment.start_worker()
 
@@ -129,7 +130,7 @@ def test_a_run_cut_off_from_the_database_stops_when_its_lease_may_have_expired(
         "redis",
         store=proxied(proxy.port),
         events=POSTGRES_URL,
-        settings={"resumable_lease_seconds": lease},
+        settings={"resumable_lease_seconds": lease, "resumable_table_name": fresh_table()},
     )
     deployment.start_worker()
     task_id = deployment.send("three_steps", COUNT, DELAY)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import time
+import uuid
 from collections import Counter
 from collections.abc import Iterator
 
@@ -28,13 +29,24 @@ def proxy() -> Iterator[TcpProxy]:
     tcp.close()
 
 
+def fresh_table() -> str:
+    """A checkpoint table of this test alone (the PostgreSQL database is shared)."""
+    return f"ckpt_{uuid.uuid4().hex[:12]}"
+
+
 def proxied(port: int) -> str:
     return POSTGRES_URL.replace("127.0.0.1:5432", f"127.0.0.1:{port}")
 
 
 def test_run_goes_on_while_the_store_is_down(deploy: DeploymentFactory, proxy: TcpProxy) -> None:
     # Given a task checkpointing through a path to PostgreSQL that can be cut
-    deployment = deploy("redis", store=proxied(proxy.port), events=POSTGRES_URL)
+    table = fresh_table()
+    deployment = deploy(
+        "redis",
+        store=proxied(proxy.port),
+        events=POSTGRES_URL,
+        settings={"resumable_table_name": table},
+    )
     deployment.start_worker()
     task_id = deployment.send("three_steps", COUNT, DELAY)
     wait_for(lambda: len(deployment.items(task_id)) >= 30, 30, "the cursor step to start")
@@ -48,7 +60,7 @@ def test_run_goes_on_while_the_store_is_down(deploy: DeploymentFactory, proxy: T
     wait_for(lambda: deployment.events(task_id, "finish"), 60, "the task to finish")
     assert Counter(deployment.items(task_id)) == Counter(range(COUNT))
     assert "checkpoint write failed; the task goes on" in deployment.logs()
-    checkpoint = CheckpointStore(POSTGRES_URL).get(task_id)
+    checkpoint = CheckpointStore(POSTGRES_URL, table).get(task_id)
     assert checkpoint is not None and checkpoint.status == "completed"
 
 
@@ -61,7 +73,7 @@ def test_interrupt_with_the_store_down_requeues_and_resumes_from_the_last_write(
         "redis",
         store=proxied(proxy.port),
         events=POSTGRES_URL,
-        settings={"resumable_lease_seconds": 3.0},
+        settings={"resumable_lease_seconds": 3.0, "resumable_table_name": fresh_table()},
     )
     first = deployment.start_worker()
     task_id = deployment.send("three_steps", COUNT, DELAY)
@@ -84,7 +96,7 @@ def test_interrupt_with_the_store_down_requeues_and_resumes_from_the_last_write(
 
 def test_a_dropped_connection_is_replaced_without_a_ping(proxy: TcpProxy) -> None:
     # Given a store whose pooled connection the database side dropped (a restart)
-    store = CheckpointStore(proxied(proxy.port), "ckpt_dropped_connection")
+    store = CheckpointStore(proxied(proxy.port), fresh_table())
     try:
         store.claim("task-1", "t", "owner", 60)
         proxy.cut()

@@ -1,0 +1,1 @@
+"""Integrations of celery-resumable with other frameworks (each an optional extra)."""

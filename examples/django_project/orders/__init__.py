@@ -1,0 +1,1 @@
+"""The example's app: orders, and a task that marks each of them exactly once."""

@@ -1,0 +1,11 @@
+"""The orders app."""
+
+from __future__ import annotations
+
+from django.apps import AppConfig
+
+
+class OrdersConfig(AppConfig):
+    """The orders app."""
+
+    name = "orders"
