@@ -23,7 +23,14 @@ from typing import Any
 from celery import Celery, Task
 
 from benchmarks.bench_overhead import positive
-from benchmarks.common import database, print_header, print_table, store_urls, table_name
+from benchmarks.common import (
+    add_store_option,
+    database,
+    print_header,
+    print_table,
+    store_urls,
+    table_name,
+)
 from benchmarks.traffic import StatementLog
 from celery_resumable import ResumableTask, checkpoint_store, set_cursor, step, step_cursor
 
@@ -101,12 +108,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         "--steps", type=positive, default=1000, help="finished steps of the second case"
     )
     parser.add_argument("--writes", type=positive, default=20, help="cursor writes per case")
-    parser.add_argument(
-        "--store",
-        action="append",
-        help="SQLAlchemy URL of a store to measure (repeatable; default SQLite, "
-        "PostgreSQL and MariaDB on 127.0.0.1)",
-    )
+    add_store_option(parser)
     return parser.parse_args(argv)
 
 

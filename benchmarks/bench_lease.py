@@ -25,7 +25,14 @@ from typing import Any
 from celery import Celery, Task
 
 from benchmarks.bench_overhead import positive
-from benchmarks.common import database, print_header, print_table, store_urls, table_name
+from benchmarks.common import (
+    add_store_option,
+    database,
+    print_header,
+    print_table,
+    store_urls,
+    table_name,
+)
 from benchmarks.traffic import StatementLog, assigned_columns
 from celery_resumable import ResumableTask, checkpoint_store, step
 
@@ -114,12 +121,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument("--runs", type=positive, default=50, help="runs held at once")
     parser.add_argument("--seconds", type=float, default=3.0, help="length of the window")
     parser.add_argument("--lease", type=float, default=1.5, help="resumable_lease_seconds")
-    parser.add_argument(
-        "--store",
-        action="append",
-        help="SQLAlchemy URL of a store to measure (repeatable; default SQLite, "
-        "PostgreSQL and MariaDB on 127.0.0.1)",
-    )
+    add_store_option(parser)
     return parser.parse_args(argv)
 
 

@@ -32,7 +32,14 @@ from benchmarks.bench_overhead import (
     runner,
     seconds,
 )
-from benchmarks.common import database, print_header, print_table, store_urls, table_name
+from benchmarks.common import (
+    add_store_option,
+    database,
+    print_header,
+    print_table,
+    store_urls,
+    table_name,
+)
 from benchmarks.traffic import ExecuteTimer, RoundTrips, StatementLog
 from celery_resumable import checkpoint_store
 
@@ -218,12 +225,7 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser.add_argument(
         "--counted", type=positive, default=20, help="runs whose traffic is counted"
     )
-    parser.add_argument(
-        "--store",
-        action="append",
-        help="SQLAlchemy URL of a store to measure (repeatable; default SQLite, "
-        "PostgreSQL and MariaDB on 127.0.0.1)",
-    )
+    add_store_option(parser)
     return parser.parse_args(argv)
 
 

@@ -7,6 +7,7 @@ copy it was.
 
 from __future__ import annotations
 
+import argparse
 import os
 import platform
 import socket
@@ -137,3 +138,13 @@ def print_table(
 def median(values: Sequence[float]) -> float:
     """The median of ``values``."""
     return float(statistics.median(values))
+
+
+def add_store_option(parser: argparse.ArgumentParser) -> None:
+    """The repeatable ``--store URL`` option of the store benchmarks."""
+    parser.add_argument(
+        "--store",
+        action="append",
+        help="SQLAlchemy URL of a store to measure (repeatable; default SQLite, "
+        "PostgreSQL and MariaDB on 127.0.0.1)",
+    )

@@ -2,14 +2,15 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
-from tests.integration.harness import Deployment
-from tests.services import AMQP_URL, REDIS_URL, require
+from tests.integration.harness import Deployment, TcpProxy
+from tests.services import AMQP_URL, POSTGRES_URL, REDIS_URL, require
 
 BROKERS = {"redis": REDIS_URL, "rabbitmq": AMQP_URL}
 
@@ -50,3 +51,22 @@ def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
     report = outcome.get_result()
     if report.when == "call" and report.failed:
         item.failed = True
+
+
+@pytest.fixture
+def proxy() -> Iterator[TcpProxy]:
+    """A cuttable TCP path to PostgreSQL."""
+    require("postgres")
+    tcp = TcpProxy(5432)
+    yield tcp
+    tcp.close()
+
+
+def proxied(port: int) -> str:
+    """The PostgreSQL URL of the tests, through the proxy listening on ``port``."""
+    return POSTGRES_URL.replace("127.0.0.1:5432", f"127.0.0.1:{port}")
+
+
+def fresh_table() -> str:
+    """A checkpoint table of this test alone (the PostgreSQL database is shared)."""
+    return f"ckpt_{uuid.uuid4().hex[:12]}"

@@ -7,34 +7,18 @@ import subprocess
 import sys
 import time
 from collections import Counter
-from collections.abc import Iterator
 from pathlib import Path
 
-import pytest
 from celery import Celery
 
 from celery_resumable import CheckpointStore
-from tests.integration.conftest import DeploymentFactory
+from tests.integration.conftest import DeploymentFactory, fresh_table, proxied
 from tests.integration.harness import APP, ROOT, TcpProxy, wait_for
-from tests.integration.test_store_faults import fresh_table
-from tests.services import POSTGRES_URL, REDIS_URL, require
+from tests.services import POSTGRES_URL, REDIS_URL
 
 COUNT = 300
 DELAY = 0.02
 BACKEND = REDIS_URL.rsplit("/", 1)[0] + "/14"
-
-
-@pytest.fixture
-def proxy() -> Iterator[TcpProxy]:
-    """A cuttable TCP path to PostgreSQL."""
-    require("postgres")
-    tcp = TcpProxy(5432)
-    yield tcp
-    tcp.close()
-
-
-def proxied(port: int) -> str:
-    return POSTGRES_URL.replace("127.0.0.1:5432", f"127.0.0.1:{port}")
 
 
 def results(broker: str) -> Celery:

@@ -3,39 +3,17 @@
 from __future__ import annotations
 
 import time
-import uuid
 from collections import Counter
-from collections.abc import Iterator
-
-import pytest
 
 from celery_resumable import CheckpointStore
 from celery_resumable._records import State
-from tests.integration.conftest import DeploymentFactory
+from tests.integration.conftest import DeploymentFactory, fresh_table, proxied
 from tests.integration.harness import TcpProxy, wait_for
-from tests.services import POSTGRES_URL, require
+from tests.services import POSTGRES_URL
 
 COUNT = 300
 DELAY = 0.02
 TABLE = "celery_resumable_checkpoints"
-
-
-@pytest.fixture
-def proxy() -> Iterator[TcpProxy]:
-    """A cuttable TCP path to PostgreSQL."""
-    require("postgres")
-    tcp = TcpProxy(5432)
-    yield tcp
-    tcp.close()
-
-
-def fresh_table() -> str:
-    """A checkpoint table of this test alone (the PostgreSQL database is shared)."""
-    return f"ckpt_{uuid.uuid4().hex[:12]}"
-
-
-def proxied(port: int) -> str:
-    return POSTGRES_URL.replace("127.0.0.1:5432", f"127.0.0.1:{port}")
 
 
 def test_run_goes_on_while_the_store_is_down(deploy: DeploymentFactory, proxy: TcpProxy) -> None:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from celery import Celery
 
 from celery_resumable import CheckpointStore, checkpoint_store
@@ -30,3 +32,18 @@ def app(tmp_path: Path) -> Iterator[Celery]:
 def checkpoints(app: Celery) -> CheckpointStore:
     """The app's checkpoint store."""
     return checkpoint_store(app)
+
+
+@pytest.fixture
+def rows(store_url: str) -> Iterator[tuple[sa.Engine, sa.Table]]:
+    """The caller's own table, in the same database as the checkpoints."""
+    engine = sa.create_engine(store_url)
+    table = sa.Table(
+        f"rows_{uuid.uuid4().hex[:10]}",
+        sa.MetaData(),
+        sa.Column("item", sa.Integer, primary_key=True, autoincrement=False),
+    )
+    table.create(engine)
+    yield engine, table
+    table.drop(engine)
+    engine.dispose()

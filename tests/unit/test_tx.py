@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -44,21 +43,6 @@ def db_app(store_url: str, table_name: str) -> Iterator[Celery]:
     )
     yield app
     drop_table(store_url, table_name)
-
-
-@pytest.fixture
-def rows(store_url: str) -> Iterator[tuple[sa.Engine, sa.Table]]:
-    """The caller's own table, in the same database as the checkpoints."""
-    engine = sa.create_engine(store_url)
-    table = sa.Table(
-        f"rows_{uuid.uuid4().hex[:10]}",
-        sa.MetaData(),
-        sa.Column("item", sa.Integer, primary_key=True, autoincrement=False),
-    )
-    table.create(engine)
-    yield engine, table
-    table.drop(engine)
-    engine.dispose()
 
 
 def count(engine: sa.Engine, table: sa.Table) -> int:

@@ -38,21 +38,6 @@ def db_app(store_url: str, table_name: str) -> Iterator[Celery]:
     drop_table(store_url, table_name)
 
 
-@pytest.fixture
-def rows(store_url: str) -> Iterator[tuple[sa.Engine, sa.Table]]:
-    """The caller's own table, in the same database as the checkpoints."""
-    engine = sa.create_engine(store_url)
-    table = sa.Table(
-        f"rows_{uuid.uuid4().hex[:10]}",
-        sa.MetaData(),
-        sa.Column("item", sa.Integer, primary_key=True, autoincrement=False),
-    )
-    table.create(engine)
-    yield engine, table
-    table.drop(engine)
-    engine.dispose()
-
-
 def spanning_task(app: Celery, engine: sa.Engine, table: sa.Table, ran: list[str]) -> Any:
     """A task whose transaction spans its first step and commits after the step returns."""
 
