@@ -102,8 +102,9 @@ class LeaseKeeper:
                     self._thread = None
                     return
                 leases = [run.lease for run in self._runs]
-            shortest = min((lease[3] for lease in leases if lease), default=None)
-            self._period = None if shortest is None else shortest / 3
+                shortest = min((lease[3] for lease in leases if lease), default=None)
+                # Set under the lock: add() reads it to decide whether to wake the thread.
+                self._period = None if shortest is None else shortest / 3
             timeout = None
             if shortest is not None:
                 now = time.monotonic()
