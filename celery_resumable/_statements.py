@@ -6,13 +6,15 @@ one worker and judged by another is compared on one clock.
 
 from __future__ import annotations
 
+import functools
 import re
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.engine import Engine
+from sqlalchemy.exc import SQLAlchemyError
 from sqlalchemy.sql.elements import ColumnElement
 
 from .errors import CheckpointStoreError
@@ -296,21 +298,43 @@ class Statements:
 
 
 def upgrade(engine: Engine, checkpoints: sa.Table) -> None:
-    """Bring a table created by an earlier version up to date."""
-    inspector = sa.inspect(engine)
-    columns = {column["name"]: column for column in inspector.get_columns(checkpoints.name)}
-    preparer = engine.dialect.identifier_preparer
-    name = preparer.quote(checkpoints.name)
-    with engine.begin() as connection:
-        for added in ("request", "done", "total"):
-            if added not in columns:
-                kind = checkpoints.c[added].type.compile(dialect=engine.dialect)
-                connection.execute(sa.text(f"ALTER TABLE {name} ADD COLUMN {added} {kind}"))
-        collation = getattr(columns["task_id"]["type"], "collation", None)
-        if engine.dialect.name in ("mysql", "mariadb") and collation != "utf8mb4_bin":
-            connection.execute(
-                sa.text(
-                    f"ALTER TABLE {name} MODIFY task_id VARCHAR({MAX_TASK_ID}) "
-                    "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL"
-                )
+    """Bring a table created by an earlier version up to date.
+
+    Several workers may start at once: a change another process made first is not an
+    error.
+    """
+    columns = _columns(engine, checkpoints.name)
+    name = engine.dialect.identifier_preparer.quote(checkpoints.name)
+    for added in ("request", "done", "total"):
+        if added not in columns:
+            kind = checkpoints.c[added].type.compile(dialect=engine.dialect)
+            _alter(
+                engine,
+                f"ALTER TABLE {name} ADD COLUMN {added} {kind}",
+                functools.partial(_has_column, engine, checkpoints.name, added),
             )
+    collation = getattr(columns["task_id"]["type"], "collation", None)
+    if engine.dialect.name in ("mysql", "mariadb") and collation != "utf8mb4_bin":
+        _alter(
+            engine,
+            f"ALTER TABLE {name} MODIFY task_id VARCHAR({MAX_TASK_ID}) "
+            "CHARACTER SET utf8mb4 COLLATE utf8mb4_bin NOT NULL",
+            lambda: False,
+        )
+
+
+def _has_column(engine: Engine, table_name: str, column: str) -> bool:
+    return column in _columns(engine, table_name)
+
+
+def _columns(engine: Engine, table_name: str) -> dict[str, Any]:
+    return {column["name"]: column for column in sa.inspect(engine).get_columns(table_name)}
+
+
+def _alter(engine: Engine, statement: str, done_elsewhere: Callable[[], bool]) -> None:
+    try:
+        with engine.begin() as connection:
+            connection.execute(sa.text(statement))
+    except SQLAlchemyError:
+        if not done_elsewhere():
+            raise
