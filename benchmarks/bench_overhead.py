@@ -30,6 +30,7 @@ import sqlalchemy as sa
 from celery import Celery, Task
 
 import celery_resumable
+from benchmarks import common
 from celery_resumable import (
     ResumableTask,
     checkpoint_store,
@@ -299,23 +300,7 @@ def added_kib(value: float) -> str:
 
 def print_table(title: str, rows: Sequence[Sequence[str]], notes: Sequence[str] = ()) -> None:
     """Print ``rows`` under the standard header, the first column left-aligned."""
-    header = ("case", "plain Celery", "celery-resumable", "overhead")
-    widths = [max(len(row[column]) for row in (header, *rows)) for column in range(len(header))]
-
-    def line(cells: Sequence[str]) -> str:
-        first, *rest = cells
-        aligned = [first.ljust(widths[0])]
-        aligned += [cell.rjust(width) for cell, width in zip(rest, widths[1:], strict=True)]
-        return "  ".join(aligned).rstrip()
-
-    print(title)
-    print(line(header))
-    print("  ".join("-" * width for width in widths))
-    for row in rows:
-        print(line(row))
-    for note in notes:
-        print(f"  {note}")
-    print()
+    common.print_table(title, ("case", "plain Celery", "celery-resumable", "overhead"), rows, notes)
 
 
 # -- the tables ------------------------------------------------------------------------

@@ -13,7 +13,7 @@ from typing import Any, cast
 
 import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import Dialect, Engine
+from sqlalchemy.engine import CursorResult, Dialect, Engine
 from sqlalchemy.sql.compiler import SQLCompiler
 
 __all__ = ["Outcome", "Prepared"]
@@ -29,6 +29,12 @@ class Outcome:
     def __init__(self, rows: list[dict[str, Any]], rowcount: int) -> None:
         self.rows = rows
         self.rowcount = rowcount
+
+    @classmethod
+    def of(cls, result: CursorResult[Any], rows: bool = True) -> Outcome:
+        """The outcome of a SQLAlchemy result: its rows (when wanted) and row count."""
+        found = [dict(row) for row in result.mappings()] if rows and result.returns_rows else []
+        return cls(found, result.rowcount)
 
 
 class Prepared:
@@ -88,9 +94,7 @@ class Prepared:
     def executed(self, engine: Engine, values: Mapping[str, Any], *, rows: bool = False) -> Outcome:
         """Execute through SQLAlchemy's Core ``execute`` (what instrumented engines see)."""
         with engine.connect() as connection:
-            result = connection.execute(self.statement, dict(values))
-            found = [dict(row) for row in result.mappings()] if rows and result.returns_rows else []
-            return Outcome(found, result.rowcount)
+            return Outcome.of(connection.execute(self.statement, dict(values)), rows)
 
     def _row(self, row: tuple[Any, ...]) -> dict[str, Any]:
         return {

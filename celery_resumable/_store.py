@@ -162,18 +162,24 @@ class CheckpointStore(Operations):
         """
         action = "write the checkpoint through the given connection to " + self._where
         with translated(task_id, action, self._secrets, chain=True):
-            sql = self._sql(connection.dialect)
             engine = connection.engine
-            if engine not in self._tables_seen:
-                if not self._holds(connection, sql, task_id):
-                    raise self._not_here(task_id)
-                self._tables_seen[engine] = True
-            params = _save_params(task_id, owner, state, "running", stored_steps, lease_seconds)
-            if connection.execute(sql.save[("p_new" in params, True)], params).rowcount == 1:
-                return True
-            if not self._holds(connection, sql, task_id):
-                raise self._not_here(task_id)
-            return False
+
+            def execute(statement: Any, params: Mapping[str, Any]) -> Outcome:
+                return Outcome.of(connection.execute(statement, dict(params)))
+
+            saved = self.save_through(
+                connection.dialect,
+                execute,
+                lambda name: sa.inspect(connection).has_table(name),
+                task_id,
+                owner,
+                state,
+                lease_seconds,
+                stored_steps,
+                table_seen=engine in self._tables_seen,
+            )
+            self._tables_seen[engine] = True
+            return saved
 
     def save_through(
         self,
@@ -264,12 +270,6 @@ class CheckpointStore(Operations):
             "table in the same database as your data (point resumable_store_url at it)",
             task_id,
         )
-
-    def _holds(self, connection: Connection, sql: Statements, task_id: str) -> bool:
-        """Whether ``connection``'s database has this table with a row for ``task_id``."""
-        if not sa.inspect(connection).has_table(self.table_name):
-            return False
-        return connection.execute(sql.select, {"p_task_id": task_id}).first() is not None
 
     def _sql(self, dialect: Dialect) -> Statements:
         statements = self._statements.get(dialect.name)
