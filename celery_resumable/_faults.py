@@ -15,7 +15,7 @@ from sqlalchemy import exc as sa_exc
 
 from .errors import CheckpointStoreError
 
-__all__ = ["is_transient", "translated"]
+__all__ = ["is_conflict", "is_transient", "translated"]
 
 # PostgreSQL SQLSTATEs of faults that pass: connection lost or refused by the server,
 # too many connections, out of resources, serialization failures, a lock not granted,
@@ -29,6 +29,24 @@ _PG_TRANSIENT = frozenset(
 _MYSQL_TRANSIENT = frozenset(
     {2002, 2003, 2005, 2006, 2013, 2014, 2055, 1040, 1053, 1205, 1213, 1927, 4031}
 )
+
+
+# Deadlock victims and serialization failures: the database rolled the statement back
+# and the same statement, run again, usually goes through.
+_PG_CONFLICT = frozenset({"40001", "40P01"})
+_MYSQL_CONFLICT = frozenset({1213})
+
+
+def is_conflict(error: BaseException) -> bool:
+    """Whether the database rolled ``error``'s statement back to break a deadlock."""
+    original = getattr(error, "orig", None)
+    if not isinstance(error, sa_exc.DBAPIError) or original is None:
+        return False
+    if _is_postgres_error(original):
+        sqlstate = getattr(original, "sqlstate", None) or getattr(original, "pgcode", None)
+        return sqlstate in _PG_CONFLICT
+    code = original.args[0] if original.args else None
+    return not isinstance(original, sqlite3.Error) and code in _MYSQL_CONFLICT
 
 
 def is_transient(error: BaseException) -> bool:

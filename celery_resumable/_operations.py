@@ -108,15 +108,20 @@ class Operations:
         size = _PURGE_BATCH
         deleted = 0
 
-        def delete(connection: Connection, sql: Statements) -> int:
-            statement = sql.purge_batch(statuses, force, size)
-            return int(connection.execute(statement, params).rowcount)
+        def delete(connection: Connection, sql: Statements) -> tuple[int, int]:
+            candidates = sql.purge_candidates(statuses, force, size)
+            ids = list(connection.execute(candidates, params).scalars())
+            if not ids:
+                return 0, 0
+            rows = sql.purge_rows(statuses, force)
+            return len(ids), int(connection.execute(rows, {**params, "p_task_ids": ids}).rowcount)
 
         while True:
-            # Bounded batches, each its own statement: no long lock, no huge transaction.
-            batch = self._run(None, "purge", delete)
+            # Bounded batches, each a read and a delete by primary key: no long lock, no
+            # huge transaction, no lock on rows that stay.
+            found, batch = self._run(None, "purge", delete)
             deleted += batch
-            if batch < size:
+            if found < size:
                 return deleted
 
     def purge_due(self, every: float = _PURGE_EVERY) -> None:

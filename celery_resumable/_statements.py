@@ -210,15 +210,26 @@ class Statements:
         self.older = sa.and_(last_seen < cutoff, self.free)
         self.older_forced = c.updated_at < cutoff
 
-    def purge_batch(self, statuses: Sequence[str], force: bool, batch: int) -> sa.Executable:
-        """Delete at most ``batch`` old rows of ``statuses``."""
-        t = self.table
-        old = sa.and_(t.c.status.in_(statuses), self.older_forced if force else self.older)
-        if self.dialect in ("mysql", "mariadb"):
-            limit = {f"{self.dialect}_limit": batch}
-            return sa.delete(t).where(old).with_dialect_options(**limit)
-        ids = sa.select(t.c.task_id).where(old).limit(batch).scalar_subquery()
-        return sa.delete(t).where(t.c.task_id.in_(ids))
+    def purge_candidates(self, statuses: Sequence[str], force: bool, batch: int) -> sa.Select[Any]:
+        """The ids of at most ``batch`` old rows of ``statuses`` (a read that takes no lock)."""
+        return sa.select(self.table.c.task_id).where(self._old(statuses, force)).limit(batch)
+
+    def purge_rows(self, statuses: Sequence[str], force: bool) -> sa.Delete:
+        """Delete the rows ``p_task_ids`` that are still old.
+
+        Rows are found by primary key, so the DELETE locks what it deletes and nothing
+        else: it takes its locks in the same order as a run's writes and cannot deadlock
+        with them (a DELETE that scanned an index would lock every row it passed on
+        MySQL).
+        """
+        ids: sa.BindParameter[list[str]] = sa.bindparam("p_task_ids", expanding=True)
+        return sa.delete(self.table).where(
+            self.table.c.task_id.in_(ids), self._old(statuses, force)
+        )
+
+    def _old(self, statuses: Sequence[str], force: bool) -> ColumnElement[bool]:
+        old = self.older_forced if force else self.older
+        return sa.and_(self.table.c.status.in_(statuses), old)
 
     def _steps_length(self) -> ColumnElement[Any]:
         column = self.table.c.finished_steps

@@ -9,6 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import random
+import time
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -20,7 +22,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from ._config import ResumableConfig, config_for
 from ._engines import engine_for, safe_url, secrets_of
-from ._faults import translated
+from ._faults import is_conflict, translated
 from ._operations import Operations
 from ._prepared import Outcome, Prepared
 from ._records import (
@@ -38,6 +40,9 @@ __all__ = ["CheckpointStore", "checkpoint_store", "store_for"]
 logger = logging.getLogger("celery_resumable.store")
 
 T = TypeVar("T")
+
+# How many times in all a statement chosen as a deadlock victim is run.
+DEADLOCK_TRIES = 5
 
 
 class CheckpointStore(Operations):
@@ -285,20 +290,18 @@ class CheckpointStore(Operations):
         """Run ``work`` on a connection of the store (autocommit: each statement commits).
 
         Connections are not pinged before use: a statement that finds its connection
-        dropped (a database restart) is run once more on a new one. Every statement of
+        dropped (a database restart) is run once more on a new one, and one the database
+        rolled back to break a deadlock is run again (see ``again``). Every statement of
         the store may run twice without harm.
         """
         self._ensure_table(task_id)
-        with self._errors(task_id, action):
-            engine = engine_for(self.url)
-            try:
-                with engine.connect() as connection:
-                    return work(connection, self._sql(connection.dialect))
-            except DBAPIError as exc:
-                if not exc.connection_invalidated:
-                    raise
-            with engine.connect() as connection:
+
+        def once() -> T:
+            with engine_for(self.url).connect() as connection:
                 return work(connection, self._sql(connection.dialect))
+
+        with self._errors(task_id, action):
+            return again(once)
 
     def _hot(
         self,
@@ -311,7 +314,8 @@ class CheckpointStore(Operations):
     ) -> Outcome:
         """Run one of a run's statements, compiled once, on the driver's cursor.
 
-        Like ``_run``, a statement that finds its connection dropped runs once more.
+        Like ``_run``, a statement that finds its connection dropped, or that lost a
+        deadlock, runs again.
         """
         self._ensure_table(task_id)
         with self._errors(task_id, action):
@@ -322,17 +326,10 @@ class CheckpointStore(Operations):
             if prepared is None:
                 prepared = Prepared(statement, engine.dialect, sql.returns.get(id(statement), ()))
                 self._prepared[id(statement)] = prepared
-            _executed = (
-                prepared.executed
-            )  # An instrumented engine (statement listeners) gets SQLAlchemy's own execution,
+            # An instrumented engine (statement listeners) gets SQLAlchemy's own execution,
             # so that its listeners see every statement.
-            run = _executed if engine.dispatch.before_cursor_execute else prepared.run
-            try:
-                return run(engine, values, rows=rows)
-            except DBAPIError as exc:
-                if not exc.connection_invalidated:
-                    raise
-            return run(engine, values, rows=rows)
+            run = prepared.executed if engine.dispatch.before_cursor_execute else prepared.run
+            return again(lambda: run(engine, values, rows=rows))
 
     def _ensure_table(self, task_id: str | None) -> None:
         if self._ready:
@@ -351,6 +348,29 @@ class CheckpointStore(Operations):
 
     def _errors(self, task_id: str | None, action: str) -> contextlib.AbstractContextManager[None]:
         return translated(task_id, f"{action} {self._where}", self._secrets)
+
+
+def again(call: Callable[[], T]) -> T:
+    """Run ``call`` (autocommit statements), again where running it again is the cure.
+
+    A dropped connection (the pool has replaced it) gets one more try; a deadlock
+    victim gets up to ``DEADLOCK_TRIES`` in all, after a short random pause, so that
+    the two sides of the deadlock do not meet again. Only statements that commit on
+    their own come here: a deadlock in the caller's transaction is the caller's.
+    """
+    reconnected = False
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return call()
+        except DBAPIError as exc:
+            if exc.connection_invalidated and not reconnected:
+                reconnected = True
+            elif is_conflict(exc) and tries < DEADLOCK_TRIES:
+                time.sleep(random.uniform(0.001, 0.01) * tries)
+            else:
+                raise
 
 
 def _check_task_id(task_id: str) -> None:

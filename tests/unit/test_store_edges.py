@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import concurrent.futures
 import time
 import uuid
+from collections.abc import Callable
+from typing import Any
 
 import pytest
 import sqlalchemy as sa
@@ -11,6 +14,7 @@ from celery import Celery
 
 from celery_resumable import CheckpointStore
 from celery_resumable._config import config_for
+from celery_resumable._faults import is_conflict
 from celery_resumable._records import State
 from celery_resumable.errors import CheckpointStoreError
 from tests.conftest import drop_table
@@ -65,6 +69,96 @@ def test_purge_keeps_the_rows_of_live_runs_unless_forced(store: CheckpointStore)
     assert kept == 0
     assert forced == 1
     assert store.get(task_id) is None
+
+
+def lock_rows(url: str, table: str, task_ids: list[str]) -> Callable[[], None]:
+    """Update ``task_ids`` in an open transaction; the returned function commits it."""
+    engine = sa.create_engine(url)
+    connection = engine.connect()
+    transaction = connection.begin()
+    update = sa.text(f"UPDATE {table} SET interruptions = interruptions WHERE task_id = :task_id")
+    for task_id in task_ids:
+        connection.execute(update, {"task_id": task_id})
+
+    def commit() -> None:
+        transaction.commit()
+        connection.close()
+        engine.dispose()
+
+    return commit
+
+
+def test_purge_takes_no_lock_on_the_rows_it_keeps(store: CheckpointStore, store_url: str) -> None:
+    if store.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite locks the whole database for a writer, not rows")
+    # Given an old completed row and a live row another transaction holds locked
+    old, live = new_id(), new_id()
+    store.claim(old, "t", "o-old", 60)
+    store.mark(old, "o-old", "completed", 0)
+    store.claim(live, "t", "o-live", 60)
+    time.sleep(0.05)
+    commit = lock_rows(store_url, store.table_name, [live])
+
+    # When old rows are purged meanwhile
+    try:
+        started = time.monotonic()
+        deleted = store.purge(older_than=0.01, status=["completed", "running"])
+        took = time.monotonic() - started
+    finally:
+        commit()
+
+    # Then the purge deleted the old row without waiting for the live one's lock
+    assert deleted == 1
+    assert took < 2.0
+    assert store.get(old) is None
+    assert store.get(live) is not None
+
+
+def test_a_statement_chosen_as_a_deadlock_victim_runs_again(
+    store: CheckpointStore, store_url: str
+) -> None:
+    if store.engine.dialect.name == "sqlite":
+        pytest.skip("SQLite locks the whole database: two writers wait, they never deadlock")
+    # Given two runs, and a transaction that has updated the second run's row (and more
+    # rows, so that the database picks the store's lighter statement as the victim)
+    first, second = f"a-{new_id()}", f"b-{new_id()}"
+    others = [f"c-{new_id()}" for _ in range(6)]
+    for task_id in [first, second, *others]:
+        store.claim(task_id, "t", f"owner-{task_id}", 60)
+    conflicts: list[BaseException] = []
+
+    def seen(context: Any) -> None:
+        if is_conflict(context.sqlalchemy_exception):
+            conflicts.append(context.sqlalchemy_exception)
+
+    sa.event.listen(store.engine, "handle_error", seen)
+    engine = sa.create_engine(store_url)
+    connection = engine.connect()
+    transaction = connection.begin()
+    # A real change: MySQL weighs a transaction by the rows it changed.
+    update = sa.text(
+        f"UPDATE {store.table_name} SET interruptions = interruptions + 1 WHERE task_id = :task_id"
+    )
+    for task_id in [*others, second]:
+        connection.execute(update, {"task_id": task_id})
+
+    # When one statement renews both leases (it locks the first row, then waits for the
+    # second) and the transaction then updates the first row: a deadlock
+    leases = [(first, f"owner-{first}"), (second, f"owner-{second}")]
+    with concurrent.futures.ThreadPoolExecutor(1) as pool:
+        renewed = pool.submit(store.renew, leases, 60)
+        time.sleep(0.5)
+        assert not renewed.done()
+        connection.execute(update, {"task_id": first})
+        transaction.commit()
+        connection.close()
+        engine.dispose()
+
+        # Then the database broke the deadlock by rolling the renewal back, and the
+        # renewal, run again, renewed both leases
+        assert renewed.result(timeout=30) == {first, second}
+    sa.event.remove(store.engine, "handle_error", seen)
+    assert conflicts
 
 
 def test_task_ids_compare_exactly(store: CheckpointStore) -> None:
