@@ -2,8 +2,9 @@
 
 Every tick, the leases of all runs of a store are renewed in one statement, whatever
 their number. The thread also purges old checkpoints (at most every ten minutes per
-store), so purging never runs inside a task's run. It lives while the process has runs,
-and ends with the last of them.
+store), so purging never runs inside a task's run. In a worker's process the thread stays
+between runs and keeps ticking while idle, so that a new run never has to wake it;
+elsewhere (eager runs) it lives while the process has runs and ends with the last.
 """
 
 from __future__ import annotations
@@ -103,6 +104,11 @@ class LeaseKeeper:
                     return
                 leases = [run.lease for run in self._runs]
                 shortest = min((lease[3] for lease in leases if lease), default=None)
+                if shortest is None and self.persistent and self._period is not None:
+                    # Idle in a worker: keep ticking at the last period (a tick without
+                    # runs sends nothing), so that the next run does not have to wake
+                    # the thread: its first renewal is at most one period away.
+                    shortest = self._period * 3
                 # Set under the lock: add() reads it to decide whether to wake the thread.
                 self._period = None if shortest is None else shortest / 3
             timeout = None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Iterator
 from typing import Any
 
@@ -103,3 +104,55 @@ def test_a_run_whose_lease_was_taken_learns_it_at_the_next_tick(
         else:
             stops.append("running")
     assert stops == ["TaskInterrupted:reset", "LeaseLostError:", "running"]
+
+
+class Holder:
+    """A claimed lease, renewed by the keeper under test; records when it was renewed."""
+
+    def __init__(self, store: CheckpointStore, task_id: str, seconds: float) -> None:
+        self.owner = f"owner-{task_id}"
+        store.claim(task_id, "job", self.owner, seconds)
+        self.lease = (store, task_id, self.owner, seconds)
+        self.renewed: list[float] = []
+
+    def lease_renewed(self, sent: float) -> None:
+        self.renewed.append(time.monotonic())
+
+    def lease_missing(self) -> None:
+        raise AssertionError("the lease was not found")
+
+
+def test_in_a_worker_a_new_run_is_renewed_within_a_period_without_waking_the_keeper(
+    store: CheckpointStore,
+) -> None:
+    # Given a keeper kept between runs (as in a worker) that has renewed a run, now idle
+    ticker = LeaseKeeper()
+    ticker.stay(True)
+    first = Holder(store, "first", 0.6)
+    ticker.add(first)  # type: ignore[arg-type]
+    deadline = time.monotonic() + 5
+    while not first.renewed and time.monotonic() < deadline:
+        time.sleep(0.01)
+    ticker.remove(first)  # type: ignore[arg-type]
+    thread = ticker._thread
+    try:
+        # When a run with the same lease arrives after an idle tick, while the keeper sleeps
+        time.sleep(0.3)
+        second = Holder(store, "second", 0.6)
+        added = time.monotonic()
+        ticker.add(second)  # type: ignore[arg-type]
+        woken = ticker._wake.is_set()
+        while not second.renewed and time.monotonic() < deadline:
+            time.sleep(0.01)
+        ticker.remove(second)  # type: ignore[arg-type]
+    finally:
+        ticker.stay(False)
+        if thread is not None:
+            thread.join(5)
+
+    # Then the keeper was not woken, and renewed the new run before its lease ran out
+    assert first.renewed
+    assert not woken
+    assert second.renewed
+    assert second.renewed[0] - added < 0.6
+    assert thread is not None and not thread.is_alive()
