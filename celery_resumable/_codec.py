@@ -27,6 +27,7 @@ from decimal import Decimal
 from typing import Any
 
 from ._decoding import decode_value, type_name
+from ._plain import LARGE_FLOAT, comes_back
 from ._scope import (
     PydanticModel,
     Scope,
@@ -42,9 +43,6 @@ from .errors import CursorDecodeError, CursorEncodeError
 
 __all__ = ["Scope", "decode", "encode", "first_parameter_type", "return_type"]
 
-# Above this a float's repr has an exponent, and PostgreSQL's JSONB gives it back as
-# an integer: such floats are stored tagged.
-_LARGE_FLOAT = 1e16
 _JSON_SCALARS = frozenset({int, str, bool, float, type(None)})
 
 
@@ -91,7 +89,8 @@ def encode(value: Any, what: str = "value", *, scope: Scope | None = None) -> JS
     if not scope.cacheable or (kind in (list, dict) and scope.target is not None):
         key = None
     if key is None or key not in scope.trusted:
-        _check(value, data, what, scope)
+        if classes or not comes_back(value, scope.target):
+            _check(value, data, what, scope)
         if key is not None:
             scope.trusted.add(key)
     return data
@@ -176,7 +175,7 @@ def _encode_text(value: str, path: str | None, cls: type | None) -> JSONValue:
 def _encode_float(value: float, path: str | None, cls: type | None) -> JSONValue:
     if not math.isfinite(value):
         raise CursorEncodeError(f"cannot store {path}: {value!r} is not a finite number")
-    if cls is None and -_LARGE_FLOAT < value < _LARGE_FLOAT:
+    if cls is None and -LARGE_FLOAT < value < LARGE_FLOAT:
         return value
     data: dict[str, JSONValue] = {TAG: "float", "value": float.__repr__(value)}
     if cls is not None:
