@@ -31,6 +31,7 @@ import redis
 from celery import Celery
 
 from benchmarks.bench_overhead import positive
+from benchmarks.bench_run_cost import BareUpdate, interleaved_best
 from benchmarks.common import (
     POSTGRES_URL,
     REDIS_URL,
@@ -100,13 +101,25 @@ class Result:
 
     store: str
     pool: str
+    concurrency: int = 1
     plain: list[float] = dataclasses.field(default_factory=list)
     resumable: list[float] = dataclasses.field(default_factory=list)
+    update_seconds: float = 0.0  # one bare single-row UPDATE on the store, after the rounds
 
     @property
     def ratios(self) -> list[float]:
         """Resumable tasks/s over plain tasks/s, per round."""
         return [r / p for p, r in zip(self.plain, self.resumable, strict=True)]
+
+    @property
+    def ceiling(self) -> float:
+        """The ratio if a resumable task cost its plain task plus two bare UPDATEs.
+
+        The best any design of two statements per run could reach on this machine: a
+        pool process spends ``concurrency / plain tasks/s`` on a plain task.
+        """
+        plain = self.concurrency / median(self.plain)
+        return plain / (plain + 2 * self.update_seconds)
 
 
 class Bench:
@@ -162,7 +175,7 @@ def measure(store: str, pool: str, args: argparse.Namespace, directory: Path, ta
     """Start a worker on ``store`` with ``pool``, warm it up, run the rounds."""
     concurrency = 1 if pool == "solo" else args.concurrency
     pool_label = pool if pool == "solo" else f"{pool} -c {concurrency}"
-    result = Result(label(store), pool_label)
+    result = Result(label(store), pool_label, concurrency)
     bench = Bench(args.broker, store, table, args.loglevel)
     worker = Worker(bench.env, pool, concurrency, directory / f"{bench.queue}.log")
     try:
@@ -200,7 +213,20 @@ def measure(store: str, pool: str, args: argparse.Namespace, directory: Path, ta
     finally:
         worker.stop()
         bench.close()
+    result.update_seconds = update_time(store, table)
     return result
+
+
+def update_time(store: str, table: str, updates: int = 1000, repeat: int = 5) -> float:
+    """The time of one bare autocommit single-row UPDATE on ``store`` (best of ``repeat``)."""
+    app = Celery("bench_throughput_update")
+    app.conf.update(resumable_store_url=store, resumable_table_name=table)
+    bare = BareUpdate(checkpoint_store(app).engine)
+    try:
+        bare.driver_runner(updates)()
+        return interleaved_best({"update": bare.driver_runner(updates)}, repeat)["update"] / updates
+    finally:
+        bare.close()
 
 
 def drop_table(store: str, table: str) -> None:
@@ -265,6 +291,8 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{median(result.plain):,.0f}",
             f"{median(result.resumable):,.0f}",
             f"{median(result.ratios):.2f} ({min(result.ratios):.2f}-{max(result.ratios):.2f})",
+            f"{result.update_seconds * 1e6:,.0f} us",
+            f"{result.ceiling:.2f}",
             f">= {TARGETS[result.store]}" if result.store in TARGETS else "",
         ]
         for result in results
@@ -272,9 +300,25 @@ def main(argv: Sequence[str] | None = None) -> None:
     print_table(
         f"Throughput, Redis broker, {args.tasks} tasks of a kind per round, "
         f"median of {args.rounds} rounds",
-        ["store", "pool", "plain tasks/s", "resumable tasks/s", "ratio (range)", "target"],
+        [
+            "store",
+            "pool",
+            "plain tasks/s",
+            "resumable tasks/s",
+            "ratio (range)",
+            "UPDATE",
+            "ceiling",
+            "target",
+        ],
         rows,
-        [f"worker log level {args.loglevel}; the producer and the worker share this machine"],
+        [
+            f"worker log level {args.loglevel}; the producer and the worker share this machine",
+            "UPDATE: one bare autocommit single-row UPDATE on the store, through its driver",
+            "ceiling: the ratio if each resumable task cost the plain task's time in a pool "
+            "process plus two UPDATEs",
+            "(the claim and the completion write, with no other cost): the most two statements "
+            "per run allow here",
+        ],
     )
     print(f"total time {time.perf_counter() - started:.1f} s")
 
