@@ -60,17 +60,20 @@ class LeaseKeeper:
         lease = run.lease
         with self._lock:
             self._runs.add(run)
+            # Wake the thread only when its schedule must change: this lease is shorter
+            # than the others (or the first). The period is set here, not only by the
+            # thread, which may see the run only after it has ended.
+            wake = lease is not None and (self._period is None or lease[3] / 3 < self._period)
             if lease is not None:
                 self._stores.setdefault(id(lease[0]), lease[0])
+                if wake:
+                    self._period = lease[3] / 3
             if self._thread is None:
                 self._thread = threading.Thread(
                     target=self._loop, name="celery-resumable-lease", daemon=True
                 )
                 self._thread.start()
                 return
-            # Wake the thread only when its schedule must change: this lease is shorter
-            # than the others.
-            wake = lease is not None and (self._period is None or lease[3] / 3 < self._period)
         if wake:
             self._wake.set()
 
