@@ -120,9 +120,23 @@ def test_purge_takes_no_lock_on_the_rows_it_keeps(store: CheckpointStore, store_
 
     # Then the purge deleted the old row without waiting for the live one's lock
     assert deleted == 1
-    assert took < 2.0
+    assert took < 5.0  # a DELETE that waited for the lock would take the 10 s timeout
     assert store.get(old) is None
     assert store.get(live) is not None
+
+
+def wait_for_a_lock_wait(connection: sa.Connection, timeout: float = 20.0) -> None:
+    """Return once a statement of another connection waits for a row lock."""
+    query = (
+        "SELECT count(*) FROM pg_locks WHERE NOT granted"
+        if connection.dialect.name == "postgresql"
+        else "SELECT count(*) FROM information_schema.innodb_trx WHERE trx_state = 'LOCK WAIT'"
+    )
+    deadline = time.monotonic() + timeout
+    with connection.engine.connect() as watcher:
+        while not watcher.execute(sa.text(query)).scalar_one():
+            assert time.monotonic() < deadline, "no statement came to wait for the lock"
+            time.sleep(0.01)
 
 
 @ROW_LOCKING
@@ -157,7 +171,7 @@ def test_a_statement_chosen_as_a_deadlock_victim_runs_again(
     leases = [(first, f"owner-{first}"), (second, f"owner-{second}")]
     with concurrent.futures.ThreadPoolExecutor(1) as pool:
         renewed = pool.submit(store.renew, leases, 60)
-        time.sleep(0.5)
+        wait_for_a_lock_wait(connection)
         assert not renewed.done()
         connection.execute(update, {"task_id": first})
         transaction.commit()
