@@ -61,12 +61,16 @@ def dispose_engine(url: str) -> None:
 def _create_engine(url: str) -> Engine:
     # Every statement of the store commits on its own (autocommit), so a connection
     # needs no BEGIN, COMMIT or reset when it goes back to the pool, and no ping before
-    # use: the store runs a statement again once when its connection was dropped.
+    # use: the store runs a statement again once when its connection was dropped. The
+    # connection used last is taken first: SQLite keeps its page cache (a connection
+    # finding that another one wrote since its last use reloads it), and a server may
+    # time out the connections a quiet process no longer needs.
     parsed = _parsed(url)
     options: dict[str, Any] = {
         "isolation_level": "AUTOCOMMIT",
         "pool_reset_on_return": None,
         "skip_autocommit_rollback": True,
+        "pool_use_lifo": True,
     }
     if parsed.get_backend_name() == "sqlite":
         engine = sa.create_engine(parsed, connect_args={"timeout": STATEMENT_TIMEOUT}, **options)

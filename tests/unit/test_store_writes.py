@@ -116,3 +116,31 @@ def test_purge_deletes_in_bounded_batches(
     # Then all went, in batches
     assert deleted == 11
     assert store.list() == []
+
+
+def test_statements_take_the_connection_used_last(store: CheckpointStore) -> None:
+    # Given a pool holding two connections, the second one returned last
+    engine = store.engine
+    store.claim("warm", "t", "o", 60)
+    first, second = engine.raw_connection(), engine.raw_connection()
+    first_dbapi, second_dbapi = first.dbapi_connection, second.dbapi_connection
+    first.close()
+    second.close()
+    used: list[object] = []
+
+    def checked_out(dbapi_connection: object, *_: object) -> None:
+        used.append(dbapi_connection)
+
+    sa.event.listen(engine, "checkout", checked_out)
+    try:
+        # When a run claims its task and writes twice
+        store.claim("task-1", "t", "owner", 60)
+        store.save("task-1", "owner", State((), "loop", 1, 0), lease_seconds=60)
+        store.save("task-1", "owner", State((), "loop", 2, 0), lease_seconds=60)
+    finally:
+        sa.event.remove(engine, "checkout", checked_out)
+
+    # Then every statement ran on the connection returned last (SQLite keeps its page
+    # cache warm), never on the other one
+    assert used == [second_dbapi] * 3
+    assert first_dbapi is not second_dbapi
