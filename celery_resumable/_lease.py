@@ -107,18 +107,20 @@ class LeaseKeeper:
                     return
                 leases = [run.lease for run in self._runs]
                 shortest = min((lease[3] for lease in leases if lease), default=None)
-                if shortest is None and self.persistent and self._period is not None:
-                    # Idle in a worker: keep ticking at the last period (a tick without
-                    # runs sends nothing), so that the next run does not have to wake
-                    # the thread: its first renewal is at most one period away.
-                    shortest = self._period * 3
-                # Set under the lock: add() reads it to decide whether to wake the thread.
-                self._period = None if shortest is None else shortest / 3
+                # Idle in a worker, the thread keeps ticking at the last period (a tick
+                # without runs sends nothing), so that the next run does not have to
+                # wake it: its first renewal is at most one period away. Set under the
+                # lock: add() reads it to decide whether to wake the thread.
+                if shortest is not None:
+                    self._period = shortest / 3
+                elif not self.persistent:
+                    self._period = None
+                period = self._period
             timeout = None
-            if shortest is not None:
+            if period is not None:
                 now = time.monotonic()
-                if next_tick is None or next_tick > now + shortest / 3:
-                    next_tick = now + shortest / 3
+                if next_tick is None or next_tick > now + period:
+                    next_tick = now + period
                 timeout = max(next_tick - now, 0.0)
             self._wake.wait(timeout)
             self._wake.clear()
