@@ -14,11 +14,10 @@ traces (tracemalloc) the peak memory of a loop over a tenth of them and over all
 from __future__ import annotations
 
 import argparse
+import functools
 import gc
-import statistics
 import tempfile
 import time
-import tracemalloc
 import uuid
 from collections.abc import Callable
 from pathlib import Path
@@ -27,6 +26,7 @@ from typing import Any
 import sqlalchemy as sa
 from celery import Celery
 
+from benchmarks.bench_overhead import peak_bytes
 from celery_resumable import ResumableTask, iterate, keyset
 
 POSTGRES_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
@@ -119,21 +119,6 @@ def best_seconds(loop: Callable[[int], int], rows: int, repeat: int) -> float:
     return min(timings)
 
 
-def peak_bytes(loop: Callable[[int], int], rows: int, repeat: int) -> int:
-    """The median over ``repeat`` loops of the peak memory traced above the start."""
-    peaks = []
-    for _ in range(repeat):
-        gc.collect()
-        tracemalloc.start()
-        try:
-            before = tracemalloc.get_traced_memory()[0]
-            loop(rows)
-            peaks.append(tracemalloc.get_traced_memory()[1] - before)
-        finally:
-            tracemalloc.stop()
-    return int(statistics.median(peaks))
-
-
 def queries(engine: sa.Engine, loop: Callable[[int], int], rows: int) -> int:
     """How many statements a loop over ``rows`` rows sends on ``engine``."""
     sent = 0
@@ -183,7 +168,7 @@ def measure(url: str, rows: int, batch_size: int, repeat: int) -> None:
                 raise RuntimeError(f"{name} summed the wrong rows")
             seconds = best_seconds(loop, rows, repeat)
             sent = queries(engine, loop, rows)  # on the caller's engine: not the store's
-            peaks = [peak_bytes(loop, n, repeat) for n in (small, rows)]
+            peaks = [peak_bytes(functools.partial(loop, n), repeat) for n in (small, rows)]
             print(
                 f"{name:16}  {seconds * 1e3:>6.1f} ms  {seconds / rows * 1e6:>6.2f} us  "
                 f"{sent:>7}  {kib(peaks[0]):>20}  {kib(peaks[1]):>20}"

@@ -203,7 +203,7 @@ def best_seconds(run: Callable[[], None], repeat: int) -> float:
     return min(timings)
 
 
-def peak_bytes(run: Callable[[], None], repeat: int) -> int:
+def peak_bytes(run: Callable[[], object], repeat: int) -> int:
     """The median over ``repeat`` runs of the peak memory ``run()`` allocated (tracemalloc)."""
     peaks = []
     for _ in range(repeat):

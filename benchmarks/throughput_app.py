@@ -13,6 +13,7 @@ from typing import Any
 import redis
 from celery import Celery, signals
 
+from benchmarks.bench_overhead import STEP_ROWS, double, load, total
 from celery_resumable import ResumableTask, step
 
 app = Celery("bench_throughput")
@@ -27,22 +28,6 @@ app.conf.update(
 )
 
 COUNTER = os.environ.get("BENCH_COUNTER", "bench-throughput")
-STEP_ROWS = 10
-
-
-def load(count: int) -> list[int]:
-    """The first small step: make a few rows."""
-    return list(range(count))
-
-
-def double(values: list[int]) -> list[int]:
-    """The second small step: transform them."""
-    return [value * 2 for value in values]
-
-
-def total(values: list[int]) -> int:
-    """The third small step: reduce them."""
-    return sum(values)
 
 
 @app.task(name="bench.plain_steps")
