@@ -127,7 +127,9 @@ def checkpoint_of(row: Any) -> Checkpoint:
         current_step=row["current_step"],
         cursor=row["cursor"],
         interruptions=row["interruptions"],
-        owner=row["owner"],
+        # A released lease keeps its last owner's token in the row (see the release
+        # statement); no run holds it.
+        owner=row["owner"] if row["lease_expires_at"] is not None else None,
         lease_expires_at=_aware(row["lease_expires_at"]),
         created_at=_aware(row["created_at"]),  # type: ignore[arg-type]
         updated_at=_aware(row["updated_at"]),  # type: ignore[arg-type]

@@ -151,7 +151,10 @@ class Statements:
             ),
         }
         keep = {"lease_expires_at": lease_ends}
-        release = {"owner": None, "lease_expires_at": None}
+        # Releasing ends the lease but keeps the owner token: a release re-run after its
+        # answer was lost still matches its row, and so recognises its own success. A row
+        # without a lease is free to claim whoever its last owner was.
+        release = {"lease_expires_at": None}
         write = sa.update(checkpoints).where(fenced)
         self.save = {
             (steps, kept): write.values(
@@ -166,27 +169,22 @@ class Statements:
             .values(
                 status=sa.bindparam("p_status"),
                 interruptions=sa.bindparam("p_interruptions"),
-                owner=None,
                 lease_expires_at=None,
                 updated_at=self.now,
             )
         )
         # One statement renews every lease of a process; owner tokens are unique per run.
-        self.renew = (
-            sa.update(checkpoints)
-            .where(
-                c.task_id.in_(sa.bindparam("p_task_ids", expanding=True)),
-                c.owner.in_(sa.bindparam("p_owners", expanding=True)),
-            )
-            .values(lease_expires_at=lease_ends)
-        )
-        self.renewed = sa.select(c.task_id).where(
+        # A released lease is never renewed: a renewal that crossed a run's release must
+        # not hold the row for a run that has ended. Run twice, a renewal only moves the
+        # lease's end again.
+        held = sa.and_(
             c.task_id.in_(sa.bindparam("p_task_ids", expanding=True)),
             c.owner.in_(sa.bindparam("p_owners", expanding=True)),
+            c.lease_expires_at.is_not(None),
         )
-        self.release = (
-            sa.update(checkpoints).where(fenced).values(owner=None, lease_expires_at=None)
-        )
+        self.renew = sa.update(checkpoints).where(held).values(lease_expires_at=lease_ends)
+        self.renewed = sa.select(c.task_id).where(held)
+        self.release = sa.update(checkpoints).where(fenced).values(lease_expires_at=None)
         self.forget = sa.delete(checkpoints).where(fenced)
         self.owner = sa.select(c.owner).where(by_id)
         # The columns of the rows each statement returns, for its prepared form.

@@ -238,6 +238,9 @@ class TcpProxy:
         self.open = True
         self.closing = False
         self.pairs: list[tuple[socket.socket, socket.socket]] = []
+        # One armed fault: (bytes a client's packet contains, "before" or "after").
+        self.armed: tuple[bytes, str] | None = None
+        self.struck = threading.Event()
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._accept, daemon=True)
         self.thread.start()
@@ -264,12 +267,19 @@ class TcpProxy:
         selector = selectors.DefaultSelector()
         selector.register(client, selectors.EVENT_READ, server)
         selector.register(server, selectors.EVENT_READ, client)
+        swallow = False  # the next answer of the server is lost
         try:
             while True:
                 for key, _ in selector.select():
                     data = key.fileobj.recv(65536)  # type: ignore[union-attr]
                     if not data:
                         return
+                    fault = self._strikes(data) if key.fileobj is client else None
+                    if fault == "before":
+                        return  # the statement never reaches the server
+                    swallow = swallow or fault == "after"
+                    if key.fileobj is server and swallow:
+                        return  # the server answered; the answer is lost
                     key.data.sendall(data)
         except OSError:
             return
@@ -277,6 +287,25 @@ class TcpProxy:
             selector.close()
             client.close()
             server.close()
+
+    def fail_on(self, contains: bytes, when: str) -> None:
+        """Drop the connection of the next client packet that ``contains`` these bytes.
+
+        ``when="before"``: the packet never reaches the server. ``when="after"``: the
+        server gets it and answers, and the answer is lost. One packet, once.
+        """
+        assert when in ("before", "after")
+        self.struck.clear()
+        self.armed = (contains, when)
+
+    def _strikes(self, data: bytes) -> str | None:
+        with self.lock:
+            armed = self.armed
+            if armed is None or armed[0] not in data:
+                return None
+            self.armed = None
+        self.struck.set()
+        return armed[1]
 
     def cut(self) -> None:
         self.open = False

@@ -89,3 +89,29 @@ def test_a_dropped_connection_is_replaced_without_a_ping(proxy: TcpProxy) -> Non
         assert checkpoint is not None and checkpoint.cursor == 5
     finally:
         store.table.drop(store.engine)
+
+
+def test_an_interrupt_whose_answer_is_lost_still_requeues_the_task(
+    deploy: DeploymentFactory, proxy: TcpProxy
+) -> None:
+    # Given a task mid-cursor on a worker whose store is reached through the proxy
+    deployment = deploy(
+        "redis",
+        store=proxied(proxy.port),
+        events=POSTGRES_URL,
+        settings={"resumable_table_name": fresh_table()},
+    )
+    first = deployment.start_worker()
+    task_id = deployment.send("three_steps", COUNT, DELAY)
+    wait_for(lambda: len(deployment.items(task_id)) >= 30, 30, "the cursor step to start")
+
+    # When the worker is stopped and the interrupt write's answer is lost after it committed
+    proxy.fail_on(b"interrupted", "after")
+    first.stop()
+    assert proxy.struck.is_set()
+
+    # Then the task went back on the queue all the same, and a new worker finishes it
+    deployment.start_worker()
+    wait_for(lambda: deployment.events(task_id, "finish"), 60, "the task to finish")
+    assert set(deployment.items(task_id)) == set(range(COUNT)), "an item was lost"
+    assert "another run took over" not in first.output()

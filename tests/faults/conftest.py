@@ -1,0 +1,52 @@
+"""Fixtures of the fault tests: a store reached through a proxy that can fail one packet."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+from dataclasses import dataclass
+
+import pytest
+
+from celery_resumable import CheckpointStore
+from tests.conftest import drop_table
+from tests.integration.harness import TcpProxy
+from tests.services import MYSQL_URL, POSTGRES_URL, require
+
+SERVERS = {"postgres": (POSTGRES_URL, 5432), "mysql": (MYSQL_URL, 3306)}
+
+
+@dataclass
+class Faulty:
+    """A store on a real database, reached through ``proxy``; ``direct`` bypasses it."""
+
+    server: str
+    url: str
+    direct_url: str
+    table: str
+    proxy: TcpProxy
+    store: CheckpointStore
+    direct: CheckpointStore
+
+
+@pytest.fixture(
+    params=[
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mysql", marks=pytest.mark.mysql),
+    ]
+)
+def faulty(request: pytest.FixtureRequest) -> Iterator[Faulty]:
+    """A checkpoint store on PostgreSQL and on MariaDB behind a proxy that fails on demand."""
+    server = request.param
+    require(server)
+    direct_url, port = SERVERS[server]
+    proxy = TcpProxy(port)
+    url = direct_url.replace(f"127.0.0.1:{port}", f"127.0.0.1:{proxy.port}")
+    table = f"ckpt_{uuid.uuid4().hex[:12]}"
+    store = CheckpointStore(url, table)
+    direct = CheckpointStore(direct_url, table)
+    try:
+        yield Faulty(server, url, direct_url, table, proxy, store, direct)
+    finally:
+        proxy.close()
+        drop_table(direct_url, table)
