@@ -126,6 +126,7 @@ class Run:
         self._deadline = None if config.max_runtime is None else self.started + config.max_runtime
         self._claimed = False
         self._stored_steps = 0  # finished steps the stored row holds
+        self._steps_unsure = False  # a write ended without its answer: read the row first
         self._stoppable = stoppable
         self._abandoned: str | None = None
         self._position = 0
@@ -500,6 +501,11 @@ class Run:
             return store.mark(task_id, self.owner, status, self.interruptions)
         lease = None if release else self.lease_seconds
         state = self.state()
+        if self._steps_unsure:
+            self._stored_steps = self._steps_in_row(store, task_id)
+        # Until the answer is recorded, whether the row holds the new steps is unknown:
+        # an exception (a time limit, a lost connection) may land after the commit.
+        self._steps_unsure = True
         saved = store.save(
             task_id,
             self.owner,
@@ -510,7 +516,15 @@ class Run:
         )
         if saved:
             self._stored_steps = len(state.finished)
+        self._steps_unsure = False
         return saved
+
+    def _steps_in_row(self, store: CheckpointStore, task_id: str) -> int:
+        """How many finished steps the stored row holds (after a write of unknown outcome)."""
+        checkpoint = store.get(task_id)
+        if checkpoint is None:
+            return 0
+        return min(len(checkpoint.finished_steps), len(self.finished))
 
     def _raise_lost(self) -> NoReturn:
         """A fenced write matched nothing: find out why and stop accordingly."""

@@ -8,6 +8,7 @@ processors a Core ``execute`` would apply.
 
 from __future__ import annotations
 
+import contextlib
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -16,9 +17,22 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import CursorResult, Dialect, Engine
 from sqlalchemy.sql.compiler import SQLCompiler
 
-__all__ = ["Outcome", "Prepared"]
+__all__ = ["Outcome", "Prepared", "abandon"]
 
 Processor = Callable[[Any], Any]
+
+
+def abandon(connection: Any) -> None:
+    """Never use ``connection`` again: an exception interrupted its statement.
+
+    A soft time limit (raised from a signal handler), ``KeyboardInterrupt`` or a green
+    timeout can land while a statement is on the wire. The connection is then in the
+    middle of the protocol; back in the pool (which does not reset autocommit
+    connections) it would fail every later statement of the process. It is invalidated
+    instead (closed, its pool slot refilled with a new connection on the next checkout).
+    """
+    with contextlib.suppress(Exception):
+        connection.invalidate()
 
 
 class Outcome:
@@ -83,18 +97,28 @@ class Prepared:
                 cursor.execute(self.sql, self.parameters(values))
                 returned = rows and cursor.description is not None
                 found = [self._row(row) for row in cursor.fetchall()] if returned else []
-                return Outcome(found, cursor.rowcount)
+                outcome = Outcome(found, cursor.rowcount)
             except dbapi_error as error:
-                raise self._translated(engine, connection, cursor, error) from error
-            finally:
                 cursor.close()
+                raise self._translated(engine, connection, cursor, error) from error
+            except BaseException:
+                abandon(connection)
+                raise
+            cursor.close()
+            return outcome
         finally:
             connection.close()
 
     def executed(self, engine: Engine, values: Mapping[str, Any], *, rows: bool = False) -> Outcome:
         """Execute through SQLAlchemy's Core ``execute`` (what instrumented engines see)."""
         with engine.connect() as connection:
-            return Outcome.of(connection.execute(self.statement, dict(values)), rows)
+            try:
+                return Outcome.of(connection.execute(self.statement, dict(values)), rows)
+            except sa_exc.SQLAlchemyError:
+                raise
+            except BaseException:
+                abandon(connection)
+                raise
 
     def _row(self, row: tuple[Any, ...]) -> dict[str, Any]:
         return {

@@ -24,7 +24,7 @@ from ._config import ResumableConfig, config_for
 from ._engines import engine_for, safe_url, secrets_of
 from ._faults import is_conflict, translated
 from ._operations import Operations
-from ._prepared import Outcome, Prepared
+from ._prepared import Outcome, Prepared, abandon
 from ._records import (
     Claim,
     State,
@@ -33,7 +33,7 @@ from ._records import (
     request_json,
 )
 from ._statements import MAX_TASK_ID, Statements, check_table_name, table, upgrade
-from .errors import CheckpointStoreError
+from .errors import CheckpointStoreError, ResumableError
 
 __all__ = ["CheckpointStore", "checkpoint_store", "store_for"]
 
@@ -298,7 +298,13 @@ class CheckpointStore(Operations):
 
         def once() -> T:
             with engine_for(self.url).connect() as connection:
-                return work(connection, self._sql(connection.dialect))
+                try:
+                    return work(connection, self._sql(connection.dialect))
+                except (SQLAlchemyError, ResumableError):
+                    raise
+                except BaseException:
+                    abandon(connection)
+                    raise
 
         with self._errors(task_id, action):
             return again(once)

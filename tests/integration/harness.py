@@ -240,6 +240,7 @@ class TcpProxy:
         self.pairs: list[tuple[socket.socket, socket.socket]] = []
         # One armed fault: (bytes a client's packet contains, "before" or "after").
         self.armed: tuple[bytes, str] | None = None
+        self.cut_after = False
         self.struck = threading.Event()
         self.lock = threading.Lock()
         self.thread = threading.Thread(target=self._accept, daemon=True)
@@ -288,14 +289,16 @@ class TcpProxy:
             client.close()
             server.close()
 
-    def fail_on(self, contains: bytes, when: str) -> None:
+    def fail_on(self, contains: bytes, when: str, *, then_cut: bool = False) -> None:
         """Drop the connection of the next client packet that ``contains`` these bytes.
 
         ``when="before"``: the packet never reaches the server. ``when="after"``: the
-        server gets it and answers, and the answer is lost. One packet, once.
+        server gets it and answers, and the answer is lost. One packet, once. With
+        ``then_cut`` new connections are refused from then on, until ``restore()``.
         """
         assert when in ("before", "after")
         self.struck.clear()
+        self.cut_after = then_cut
         self.armed = (contains, when)
 
     def _strikes(self, data: bytes) -> str | None:
@@ -304,6 +307,8 @@ class TcpProxy:
             if armed is None or armed[0] not in data:
                 return None
             self.armed = None
+            if self.cut_after:
+                self.open = False
         self.struck.set()
         return armed[1]
 
