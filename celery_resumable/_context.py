@@ -395,18 +395,16 @@ class Run:
             self._periodic_write(now)
 
     def check_stop(self, kind: Boundary, now: float | None = None) -> None:
-        """Raise TaskInterrupted if the run must stop here, LeaseLostError if it lost its lease."""
-        if self._lease_lost:
-            raise LeaseLostError(self.task_id or "?")
-        if self._reset:
-            raise TaskInterrupted("reset")
-        if not self._stoppable:
-            return
+        """Raise TaskInterrupted if the run must stop here, LeaseLostError if it lost its lease.
+
+        A direct call runs under the lease of the run it is called inside: that run's
+        lost lease, reset or lease deadline stops it too.
+        """
         if now is None:
             now = time.monotonic()
-        if now >= self._lease_until:
-            # Renewals failed for a whole lease: another run may hold the task now.
-            raise TaskInterrupted("lease_expired")
+        self._check_lease(now)
+        if not self._stoppable:
+            return
         if _worker.shutdown_requested():
             raise TaskInterrupted("shutdown")
         if self._deadline is not None and self._progressed and now >= self._deadline:
@@ -414,6 +412,17 @@ class Run:
         for hook in interrupt_hooks:
             if hook(self, kind):
                 raise TaskInterrupted("requested")
+
+    def _check_lease(self, now: float) -> None:
+        if self._parent is not None:
+            self._parent._check_lease(now)
+        if self._lease_lost:
+            raise LeaseLostError(self.task_id or "?")
+        if self._reset:
+            raise TaskInterrupted("reset")
+        if self._stoppable and now >= self._lease_until:
+            # Renewals failed for a whole lease: another run may hold the task now.
+            raise TaskInterrupted("lease_expired")
 
     def _periodic_write(self, now: float) -> None:
         if self._open_tx or self._diverged:
