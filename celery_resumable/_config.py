@@ -59,7 +59,7 @@ class ResumableConfig:
             max_runtime=_seconds(values, "resumable_max_runtime", True, False),
             lease_seconds=_seconds(values, "resumable_lease_seconds", False, False),  # type: ignore[arg-type]
             max_interruptions=_count(values, "resumable_max_interruptions"),
-            keep_completed=_seconds(values, "resumable_keep_completed", False, True),  # type: ignore[arg-type]
+            keep_completed=_finite(values, "resumable_keep_completed"),
             create_tables=_flag(values, "resumable_create_tables"),
             store_wait=_seconds(values, "resumable_store_wait", False, True),  # type: ignore[arg-type]
             track_progress=_flag(values, "resumable_track_progress"),
@@ -118,6 +118,13 @@ def _seconds(values: dict[str, Any], name: str, allow_none: bool, allow_zero: bo
         limit = "zero or more" if allow_zero else "more than zero"
         raise ValueError(f"{name} must be {limit} seconds, not {value!r}")
     return float(value)
+
+
+def _finite(values: dict[str, Any], name: str) -> float:
+    seconds = _seconds(values, name, False, True)
+    if seconds is None or math.isinf(seconds):
+        raise ValueError(f"{name} must be a finite number of seconds, not {values[name]!r}")
+    return seconds
 
 
 def _count(values: dict[str, Any], name: str) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import logging
+import math
 import time
 from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
@@ -28,8 +29,18 @@ class Operations:
     """The operators' half of CheckpointStore: ``get``, ``list``, ``reset``, ``purge``."""
 
     table: sa.Table
-    keep_completed: float
+    _keep_completed: float
     _last_purge: float
+
+    @property
+    def keep_completed(self) -> float:
+        """Seconds a row is kept before ``purge`` (without ``older_than``) deletes it."""
+        return self._keep_completed
+
+    @keep_completed.setter
+    def keep_completed(self, seconds: float) -> None:
+        # Checked when set (by the constructor): the keeper's background purge uses it.
+        self._keep_completed = _seconds("keep_completed", seconds)
 
     def _run(
         self, task_id: str | None, action: str, work: Callable[[Connection, Statements], T]
@@ -53,7 +64,13 @@ class Operations:
         limit: int = 100,
         offset: int = 0,
     ) -> list[Checkpoint]:
-        """Return checkpoints, most recently updated first, filtered by status and task name."""
+        """Return checkpoints, most recently updated first, filtered by status and task name.
+
+        Returns at most ``limit`` of them, after skipping ``offset``. Raises ValueError for
+        an unknown status, or a limit or offset that is not a whole number, zero or more.
+        """
+        limit = _count("limit", limit)
+        offset = _count("offset", offset)
         query = sa.select(self.table)
         if status is not None:
             query = query.where(self.table.c.status.in_(_statuses(status)))
@@ -101,10 +118,13 @@ class Operations:
         later, so the row of a live run is never old. ``force`` judges rows by their last
         write alone and deletes those of live runs too: such a run stops at its next
         boundary and goes back on the queue to start over. Returns the number deleted.
+
+        Raises ValueError for an unknown status, or an ``older_than`` that is not a finite
+        number of seconds, zero or more.
         """
         statuses = _statuses(status)
-        age = self.keep_completed if older_than is None else older_than
-        params = {"p_age": float(age)}
+        age = self.keep_completed if older_than is None else _seconds("older_than", older_than)
+        params = {"p_age": age}
         size = _PURGE_BATCH
         deleted = 0
 
@@ -140,6 +160,21 @@ class Operations:
         else:
             if deleted:
                 logger.info("purged %d old checkpoints", deleted)
+
+
+def _seconds(name: str, value: float) -> float:
+    """``value`` as a float if it is a finite number of seconds, zero or more."""
+    number = isinstance(value, int | float) and not isinstance(value, bool)
+    if not number or not math.isfinite(value) or value < 0:
+        raise ValueError(f"{name} must be a finite number of seconds, zero or more, not {value!r}")
+    return float(value)
+
+
+def _count(name: str, value: int) -> int:
+    """``value`` if it is a whole number, zero or more."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 0:
+        raise ValueError(f"{name} must be a whole number, zero or more, not {value!r}")
+    return value
 
 
 def _statuses(status: Status | Sequence[Status]) -> list[Status]:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import math
 from typing import Any
 
 import click
@@ -35,12 +36,18 @@ def _store(ctx: click.Context) -> Any:
 @click.option("--status", type=click.Choice(STATUSES), multiple=True, help="Filter by status.")
 @click.option("--task", "task_name", help="Filter by task name.")
 @click.option("--limit", type=click.IntRange(1), default=50, show_default=True)
+@click.option(
+    "--offset", type=click.IntRange(0), default=0, show_default=True,
+    help="Skip this many checkpoints first: with --limit, pages through them.",
+)  # fmt: skip
 @click.pass_context
 def list_command(
-    ctx: click.Context, status: tuple[str, ...], task_name: str | None, limit: int
+    ctx: click.Context, status: tuple[str, ...], task_name: str | None, limit: int, offset: int
 ) -> None:
     """List checkpoints, most recently updated first."""
-    rows = _store(ctx).list(status=list(status) or None, task_name=task_name, limit=limit)
+    rows = _store(ctx).list(
+        status=list(status) or None, task_name=task_name, limit=limit, offset=offset
+    )
     if not rows:
         click.echo("no checkpoints")
         return
@@ -156,9 +163,16 @@ def _now() -> dt.datetime:
     return dt.datetime.now(dt.UTC)
 
 
+def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:
+    """Refuse nan and infinity, which FloatRange lets through."""
+    if value is not None and not math.isfinite(value):
+        raise click.BadParameter(f"{value!r} is not a finite number of seconds", ctx, param)
+    return value
+
+
 @resumable.command(name="purge")
 @click.option(
-    "--older-than", type=click.FloatRange(0), default=None,
+    "--older-than", type=click.FloatRange(0), default=None, callback=_finite,
     help="Seconds since the last update (default: resumable_keep_completed).",
 )  # fmt: skip
 @click.option(
