@@ -140,12 +140,14 @@ class Run:
         self._lease_lost = False
         self._reset = False
         self._released = False
-        # Transactional writes whose transaction has not ended yet; whether the latest
-        # commit may still have failed after its commit event; whether a rolled-back
-        # transaction left the run ahead of the stored row.
+        # Transactional writes whose transaction has not ended yet; those whose COMMIT
+        # was under way when last seen (settled as committed when the run's code goes
+        # on, since the COMMIT then returned); whether a transaction rolled back after
+        # the run went past it, or a COMMIT of unknown outcome, made the stored row the
+        # truth instead of the run's memory.
         self._open_tx: list[TxChange] = []
+        self._committing: list[TxChange] = []
         self._finished_by_tx: str | None = None
-        self._unconfirmed = False
         self._diverged = False
 
     @property
@@ -239,7 +241,8 @@ class Run:
             raise NestedStepError(self.active, name)
         if name in self._seen:
             raise DuplicateStepError(name)
-        self._unconfirmed = False
+        if self._committing:
+            self._settle()
         if self._abandoned is not None:
             self._settle_abandoned()
         self._seen.add(name)
@@ -271,7 +274,8 @@ class Run:
         """Record the encoded cursor of the running step; a boundary."""
         if self.active is None:
             raise NotInStepError("set_cursor")
-        self._unconfirmed = False
+        if self._committing:
+            self._settle()
         self.in_progress = (self.active, cursor)
         self._done += 1
         self._dirty = True
@@ -289,7 +293,8 @@ class Run:
         A step finished by ``set_step_tx`` keeps the result given there, whether its
         transaction committed inside the step or commits after it.
         """
-        self._unconfirmed = False
+        if self._committing:
+            self._settle()
         if self._finished_by_tx == name:
             self._finished_by_tx = None
         else:
@@ -308,6 +313,8 @@ class Run:
 
     def abort(self, name: str) -> None:
         """Leave step ``name`` unfinished: its function raised or its loop was left."""
+        if self._committing:
+            self._settle()
         if self.active == name:
             self.active = None
             self._abandoned = name
@@ -334,8 +341,8 @@ class Run:
         if self.active is None:
             raise NotInStepError(function)
         name = self.active
-        # Code went on after the last commit, so that commit succeeded.
-        self._unconfirmed = False
+        if self._committing:
+            self._settle()
         self.check_stop("cursor")
         if finish:
             state = State(
@@ -354,11 +361,35 @@ class Run:
         """A transactional write found the lease taken or the task reset."""
         self._raise_lost()
 
+    def tx_committing(self, change: TxChange) -> None:
+        """The caller's transaction is committing ``change``; the COMMIT may still fail."""
+        if change in self._open_tx:
+            self._open_tx.remove(change)
+            self._committing.append(change)
+
+    def tx_commit_failed(self, change: TxChange, *, unknown: bool) -> None:
+        """The COMMIT of ``change`` failed: rolled back, or (``unknown``) the connection
+        was lost during it and whether the database committed cannot be known."""
+        if change not in self._committing:
+            return
+        self._committing.remove(change)
+        if unknown or change.consumed:
+            # The stored row, not this run's memory, holds the truth.
+            self._diverged = True
+
+    def _settle(self) -> None:
+        # The run's own code goes on, so every COMMIT it saw begin has returned.
+        for change in list(self._committing):
+            self.tx_committed(change)
+
     def tx_committed(self, change: TxChange) -> None:
         """The caller's transaction committed ``change``: the run's state follows it."""
-        if change not in self._open_tx:
+        if change in self._committing:
+            self._committing.remove(change)
+        elif change in self._open_tx:
+            self._open_tx.remove(change)
+        else:
             return
-        self._open_tx.remove(change)
         if not change.consumed and self.active == change.step:
             if change.finish:
                 self.finished.append(FinishedStep(change.step, change.value))
@@ -370,7 +401,6 @@ class Run:
                 self._progressed = True
         self._dirty = self.state() != change.state
         self._stored_steps = len(change.state.finished)
-        self._unconfirmed = True
         self._last_write = now = time.monotonic()
         if self._interval is not None and now - self._last_progress >= self._interval:
             self._publish_progress(now)
@@ -480,7 +510,9 @@ class Run:
             return False
         # After a commit that may have failed, or a rolled-back transaction the run went
         # past, the stored row is the truth: only the status and the count change.
-        progress = progress and (status == "completed" or not (self._unconfirmed or self._diverged))
+        if self._committing:
+            self._settle()
+        progress = progress and (status == "completed" or not self._diverged)
         sent = time.monotonic()
         for attempt in range(attempts):
             try:

@@ -4,15 +4,14 @@ from __future__ import annotations
 
 import sys
 import weakref
-from collections.abc import Callable
 from typing import Any, TypeAlias
 
 from sqlalchemy import event
-from sqlalchemy.engine import Connection
+from sqlalchemy.engine import Connection, Engine, ExceptionContext
 from sqlalchemy.orm import Session
 
 from ._codec import encode
-from ._context import Run, current_run
+from ._context import Run, TxChange, current_run
 from ._steps import cursor_scope
 from .errors import NotInStepError
 
@@ -101,37 +100,62 @@ def _write(
     ):
         run.tx_lost()
     run.tx_written(change)
-    _on_end(connection, lambda: run.tx_committed(change), lambda: run.tx_rolled_back(change))
+    _on_end(connection, run, change)
 
 
-# What to do when a connection's transaction ends; one listener pair per connection.
-_pending: weakref.WeakKeyDictionary[
-    Connection, list[tuple[Callable[[], None], Callable[[], None]]]
-] = weakref.WeakKeyDictionary()
+# SQLAlchemy's ``commit`` event fires before the database commits, and a COMMIT can fail
+# (a serialization failure detected at commit, a dropped connection). So a commit event
+# only moves a change to "committing"; a failure of that COMMIT, seen by the engine's
+# ``handle_error`` event, moves it back, and the run counts it as committed only when
+# its own code goes on (``Run`` settles committing changes at its next call), which
+# happens after the COMMIT returned.
+
+# The changes of each connection's open transaction, then of its COMMIT under way.
+_pending: weakref.WeakKeyDictionary[Connection, list[tuple[Run, TxChange]]] = (
+    weakref.WeakKeyDictionary()
+)
+_committing: weakref.WeakKeyDictionary[Connection, list[tuple[Run, TxChange]]] = (
+    weakref.WeakKeyDictionary()
+)
+_engines_watched: weakref.WeakSet[Engine] = weakref.WeakSet()
 
 
-def _on_end(
-    connection: Connection, committed: Callable[[], None], rolled_back: Callable[[], None]
-) -> None:
-    callbacks = _pending.get(connection)
-    if callbacks is None:
-        callbacks = _pending[connection] = []
+def _on_end(connection: Connection, run: Run, change: TxChange) -> None:
+    changes = _pending.get(connection)
+    if changes is None:
+        changes = _pending[connection] = []
         event.listen(connection, "commit", _committed)
         event.listen(connection, "rollback", _rolled_back)
-    callbacks.append((committed, rolled_back))
+    engine = connection.engine
+    if engine not in _engines_watched:
+        _engines_watched.add(engine)
+        event.listen(engine, "handle_error", _failed)
+    changes.append((run, change))
 
 
 def _committed(connection: Connection) -> None:
-    callbacks = _pending.get(connection)
-    if callbacks:
-        ended, callbacks[:] = list(callbacks), []
-        for committed, _ in ended:
-            committed()
+    changes = _pending.get(connection)
+    _committing[connection] = ended = list(changes or ())
+    if changes:
+        changes.clear()
+    for run, change in ended:
+        run.tx_committing(change)
 
 
 def _rolled_back(connection: Connection) -> None:
-    callbacks = _pending.get(connection)
-    if callbacks:
-        ended, callbacks[:] = list(callbacks), []
-        for _, rolled_back in ended:
-            rolled_back()
+    changes = _pending.get(connection)
+    if changes:
+        ended, changes[:] = list(changes), []
+        for run, change in ended:
+            run.tx_rolled_back(change)
+
+
+def _failed(context: ExceptionContext) -> None:
+    # A statement-less error is a failed BEGIN, COMMIT or ROLLBACK; only a COMMIT in
+    # progress has committing changes that the run has not settled yet.
+    connection = context.connection
+    if context.statement is not None or connection is None:
+        return
+    ended = _committing.pop(connection, None)
+    for run, change in ended or ():
+        run.tx_commit_failed(change, unknown=context.is_disconnect)
