@@ -12,10 +12,11 @@ from collections.abc import Callable, Iterator, Sequence
 from operator import attrgetter, itemgetter
 from typing import Any, Protocol, TypeAlias
 
-from sqlalchemy import Select, and_, bindparam, func, inspect, or_, select, tuple_
+from sqlalchemy import Select, and_, bindparam, func, inspect, literal, or_, select, tuple_
 from sqlalchemy.engine import Connection, Engine, Row
 from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
+from sqlalchemy.sql.selectable import Subquery
 
 from ._django_keyset import is_queryset, keyset_queryset
 from .errors import CursorDecodeError
@@ -50,6 +51,10 @@ class Pages(Protocol):
         """The key of ``row``; raises ValueError when it is (or a part of it is) NULL."""
         ...  # pragma: no cover
 
+    def has_null_key(self) -> bool:
+        """Whether a row of the query has a NULL key (or a NULL in a part of it)."""
+        ...  # pragma: no cover
+
     def count(self) -> int:
         """How many rows the query has."""
         ...  # pragma: no cover
@@ -82,6 +87,11 @@ class Keyset:
         return f"keyset(key={self._pages.names!r}, batch_size={self._batch_size})"
 
     def _rows(self, after: Any) -> Iterator[tuple[Any, Any]]:
+        # A NULL key sorts first or last depending on the database, and no "after the last
+        # key" predicate is true for it: such rows would be skipped, or met only after
+        # others were processed. One query per pass finds them before any row is yielded.
+        if self._pages.has_null_key():
+            raise null_key_error(self._pages.names)
         key_of = self._pages.key_of
         while True:
             batch = self._pages.after(after)
@@ -133,9 +143,10 @@ def keyset(
 
     Raises TypeError for a query that is not a ``Select``, a missing or unsupported
     ``connection``, or a ``key`` that is not a name; ValueError for an unknown key
-    column, ``batch_size`` below 1, or a query with LIMIT or OFFSET. While iterating, a
-    row whose key is NULL raises ValueError, and a saved cursor that is not a key of the
-    key columns CursorDecodeError.
+    column, ``batch_size`` below 1, or a query with LIMIT or OFFSET. Each pass (a fresh
+    start or a resume) first runs one query that looks for a row whose key (or a part of
+    it) is NULL, and raises ValueError if there is one, before any row is yielded; a
+    saved cursor that is not a key of the key columns raises CursorDecodeError.
     """
     if is_queryset(query):
         if count:
@@ -144,12 +155,25 @@ def keyset(
             query, key=key, batch_size=batch_size, connection=connection
         )
     names = _key_names(key)
+    check_batch_size(batch_size)
+    pages = _pages_of(query, names, batch_size, connection)
+    return CountedKeyset(pages, batch_size) if count else Keyset(pages, batch_size)
+
+
+def check_batch_size(batch_size: object) -> None:
+    """Raise TypeError unless ``batch_size`` is an int, ValueError when it is below 1."""
     if isinstance(batch_size, bool) or not isinstance(batch_size, int):
         raise TypeError(f"keyset() batch_size must be an int, not {type(batch_size).__qualname__}")
     if batch_size < 1:
         raise ValueError(f"keyset() batch_size must be at least 1, not {batch_size}")
-    pages = _pages_of(query, names, batch_size, connection)
-    return CountedKeyset(pages, batch_size) if count else Keyset(pages, batch_size)
+
+
+def null_key_error(names: Sequence[str]) -> ValueError:
+    """The error for a query with a row whose key (or a part of it) is NULL."""
+    return ValueError(
+        f"keyset() key ({', '.join(names)}) is NULL in a row of the query; a keyset key "
+        "must never be NULL: filter those rows out or page by a key that has no NULL"
+    )
 
 
 def _pages_of(query: object, names: tuple[str, ...], batch_size: int, connection: object) -> Pages:
@@ -201,6 +225,15 @@ class SelectPages:
             _check_names(names, available, "column selected by the query")
             columns = [query.selected_columns[name] for name in names]
             self._read = itemgetter(*(available.index(name) for name in names))
+        rows = query.order_by(None).subquery()
+        if entity is None:
+            exported = list(rows.c)  # one per selected column, in the same order
+            null_keys = [exported[available.index(name)].is_(None) for name in names]
+        else:
+            null_keys = [
+                _exported(rows, column, name).is_(None)
+                for column, name in zip(columns, names, strict=True)
+            ]
         self.names = names
         self.key_types = tuple(_python_type(column) for column in columns)
         self._connection = connection
@@ -210,7 +243,8 @@ class SelectPages:
         ]
         self._first = query.order_by(None).order_by(*columns).limit(batch_size)
         self._next = self._first.where(_after(columns, params, _dialect_name(connection, query)))
-        self._count = select(func.count()).select_from(query.order_by(None).subquery())
+        self._count = select(func.count()).select_from(rows)
+        self._null_key = select(literal(1)).select_from(rows).where(or_(*null_keys)).limit(1)
 
     def after(self, key: Any) -> Sequence[AnyRow]:
         """The next batch of rows after ``key`` in key order, or from the start when None."""
@@ -223,6 +257,10 @@ class SelectPages:
         """How many rows the query has: one COUNT query."""
         return int(self._execute(self._count, {})[0][0])
 
+    def has_null_key(self) -> bool:
+        """Whether a row has a NULL key (or a NULL in a part of it): one query."""
+        return bool(self._execute(self._null_key, {}))
+
     def _execute(self, statement: Select[Any], params: dict[str, Any]) -> Sequence[AnyRow]:
         if isinstance(self._connection, Engine):
             with self._connection.connect() as connection:
@@ -233,10 +271,7 @@ class SelectPages:
         """The key of ``row``; raises ValueError when it is (or a part of it is) NULL."""
         key = self._read(row)
         if key is None or (self._composite and any(value is None for value in key)):
-            raise ValueError(
-                f"keyset() met a row whose key ({', '.join(self.names)}) is NULL; "
-                "a keyset key must never be NULL"
-            )
+            raise null_key_error(self.names)
         return key
 
 
@@ -247,6 +282,14 @@ def _check_names(names: tuple[str, ...], available: list[str], what: str) -> Non
                 f"keyset() key {name!r} is not a {what}; "
                 f"the query has {', '.join(map(repr, available))}"
             )
+
+
+def _exported(rows: Subquery, column: Any, name: str) -> ColumnElement[Any]:
+    """The column of ``rows`` (the query as a subquery) that ``column`` of the query became."""
+    exported = rows.corresponding_column(column)
+    if exported is None:
+        raise ValueError(f"keyset() cannot find the key column {name!r} in the query's rows")
+    return exported
 
 
 def _single_entity(query: Select[Any]) -> Any:

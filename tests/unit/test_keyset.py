@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import datetime as dt
 import random
+import re
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -119,9 +120,10 @@ def test_pages_through_all_rows_in_key_order_one_query_per_batch(
     assert job.apply().state == "SUCCESS"
 
     # Then every row came once, in key order, with a query per batch (and one short or
-    # empty batch at the end), and no connection was held while the loop body ran
+    # empty batch at the end) after the one query that looks for a NULL key, and no
+    # connection was held while the loop body ran
     assert seen == list(range(1, rows + 1))
-    assert len(statements) == queries == rows // batch_size + 1
+    assert len(statements) == 1 + queries == 1 + rows // batch_size + 1
     assert set(checked_out) == {0}
 
 
@@ -154,7 +156,7 @@ def test_an_interrupted_run_resumes_after_the_last_key(
     # Then it continues after key 10: no row twice, none missed
     assert second.state == "SUCCESS"
     assert seen == list(range(1, 26))
-    assert len(statements) == 4  # rows 11-14, 15-18, 19-22, 23-25
+    assert len(statements) == 1 + 4  # the NULL check, rows 11-14, 15-18, 19-22, 23-25
 
 
 def test_rows_inserted_behind_the_cursor_are_not_visited_and_those_ahead_are(
@@ -279,7 +281,7 @@ def test_a_typed_key_comes_back_as_the_same_type_in_a_resumed_run(
             third.isoformat() if isinstance(third, dt.datetime) else str(third)
         )
     assert seen == in_order
-    assert len(statements) == 2  # rows 4-8, then 9-12
+    assert len(statements) == 1 + 2  # the NULL check, rows 4-8, then 9-12
 
 
 def test_count_gives_the_progress_total(
@@ -299,7 +301,7 @@ def test_count_gives_the_progress_total(
     # When the task runs with count=True, then without
     statements = count_queries(engine)
     job.apply(args=(True,))
-    assert len(statements) == 1 + 3  # the COUNT, then three batches
+    assert len(statements) == 1 + 1 + 3  # the COUNT, the NULL check, three batches
     job.apply(args=(False,))
 
     # Then the progress total is the number of rows with count=True, unknown without
@@ -455,25 +457,130 @@ def test_bad_input_raises_when_keyset_is_called(
     assert statements == []
 
 
-def test_a_null_key_raises_while_iterating(
-    app: Celery, sqlite_engine: sa.Engine, sqlite_table: sa.Table
+NULL_KEY = (
+    r"keyset\(\) key \({}\) is NULL in a row of the query; a keyset key must never be NULL: "
+    "filter those rows out or page by a key that has no NULL"
+)
+
+NULL_KEY_ROWS = {
+    "key": [(1, 1), (2, 2), (None, 3), (None, 4), (5, 5), (6, 6), (7, 7)],
+    "part": [(1, 1), (2, 2), (3, None), (None, 4), (5, 5), (6, 6), (7, 7)],
+}
+
+
+@pytest.fixture
+def null_keys(engine: sa.Engine, make_table: MakeTable) -> Callable[[list[Any]], sa.Table]:
+    """A table with an id and two nullable columns ``key`` and ``part``, one row per pair."""
+
+    def make(pairs: list[Any]) -> sa.Table:
+        table = make_table(
+            sa.Column("id", sa.Integer, primary_key=True, autoincrement=False),
+            sa.Column("key", sa.Integer, nullable=True),
+            sa.Column("part", sa.Integer, nullable=True),
+        )
+        with engine.begin() as connection:
+            connection.execute(
+                table.insert(),
+                [{"id": i, "key": k, "part": p} for i, (k, p) in enumerate(pairs, start=1)],
+            )
+        return table
+
+    return make
+
+
+@pytest.mark.parametrize(
+    ("key", "names"), [("key", "key"), (("key", "part"), "key, part")], ids=["key", "composite"]
+)
+def test_a_null_key_fails_the_run_before_any_row_is_processed(
+    db_app: Celery,
+    engine: sa.Engine,
+    null_keys: Callable[[list[Any]], sa.Table],
+    key: str | tuple[str, ...],
+    names: str,
 ) -> None:
-    with sqlite_engine.begin() as connection:
-        connection.execute(sqlite_table.insert(), [{"id": 1, "group": None}])
-    raised: list[BaseException] = []
+    # Given keys 1, 2, NULL, NULL, 5, 6, 7 (for a composite key: a NULL in either part)
+    table = null_keys(NULL_KEY_ROWS["key" if isinstance(key, str) else "part"])
+    seen: list[int] = []
 
-    @app.task(base=ResumableTask, bind=True)
+    @db_app.task(base=ResumableTask, bind=True)
     def job(self: Any) -> None:
-        source = keyset(sa.select(sqlite_table), key="group", connection=sqlite_engine)
-        try:
-            list(iterate("rows", source))
-        except ValueError as exc:
-            raised.append(exc)
+        source = keyset(sa.select(table), key=key, batch_size=2, connection=engine)
+        for row in iterate("rows", source):
+            seen.append(row.id)
 
-    job.apply()
-    assert [str(e) for e in raised] == [
-        "keyset() met a row whose key (group) is NULL; a keyset key must never be NULL"
-    ]
+    # When the task runs
+    result = job.apply()
+
+    # Then it fails with the keyset's ValueError before the loop body saw a row, on every
+    # database (PostgreSQL sorts NULLs last, SQLite and MariaDB first)
+    assert result.state == "FAILURE"
+    assert isinstance(result.result, ValueError)
+    assert re.fullmatch(NULL_KEY.format(names), str(result.result))
+    assert seen == []
+
+
+def test_a_resumed_run_fails_before_any_row_when_null_keys_appeared(
+    db_app: Celery, engine: sa.Engine, null_keys: Callable[[list[Any]], sa.Table]
+) -> None:
+    table = null_keys([(k, k) for k in range(1, 6)])
+    seen: list[int] = []
+
+    @db_app.task(base=ResumableTask, bind=True)
+    def job(self: Any) -> None:
+        source = keyset(sa.select(table), key="key", batch_size=2, connection=engine)
+        for row in iterate("rows", source):
+            seen.append(row.key)
+
+    # Given a run interrupted after key 2, and rows with a NULL key added since
+    with interrupt_at_cursor("rows", 2):
+        first = job.apply()
+    assert seen == [1, 2]
+    with engine.begin() as connection:
+        connection.execute(table.insert(), [{"id": 10, "key": None}, {"id": 11, "key": None}])
+
+    # When it resumes
+    second = job.apply(task_id=first.id)
+
+    # Then it fails before the loop body saw another row
+    assert second.state == "FAILURE"
+    assert re.fullmatch(NULL_KEY.format("key"), str(second.result))
+    assert seen == [1, 2]
+
+
+def test_a_null_key_raises_before_a_session_entity_row_is_read(
+    engine: sa.Engine, null_keys: Callable[[list[Any]], sa.Table]
+) -> None:
+    table = null_keys(NULL_KEY_ROWS["key"])
+
+    class Base(DeclarativeBase):
+        pass
+
+    class Thing(Base):
+        __table__ = table
+
+    seen: list[int] = []
+    with Session(engine) as session:
+        source = keyset(sa.select(Thing), key="key", batch_size=2, connection=session)
+        with pytest.raises(ValueError, match=NULL_KEY.format("key")):
+            seen.extend(row[0].id for _, row in source(None))
+    assert seen == []
+
+
+def test_one_null_check_per_pass_not_per_batch(
+    engine: sa.Engine, numbers: Callable[[list[int]], sa.Table]
+) -> None:
+    table = numbers(list(range(1, 8)))
+    source = keyset(sa.select(table), key="id", batch_size=2, connection=engine)
+
+    statements = count_queries(engine)
+    assert [key for key, _ in source(None)] == list(range(1, 8))
+    fresh = len(statements)
+    assert [key for key, _ in source(3)] == list(range(4, 8))
+
+    # 1 check + 4 batches of 2, 2, 2, 1; then 1 check + 2 batches of 2, 2 (and an empty one)
+    assert fresh == 1 + 4
+    assert len(statements) - fresh == 1 + 3
+    assert sum("IS NULL" in statement for statement in statements) == 2
 
 
 def test_a_keyset_without_count_is_not_sized_and_with_count_it_is(

@@ -3,14 +3,17 @@
 from __future__ import annotations
 
 import datetime as dt
+import re
+from collections.abc import Iterator
 from typing import Any
 
 import pytest
 from celery import Celery
-from django.db import connections
+from django.db import connections, models
+from django.db.models import Case, F, IntegerField, Value, When
 from django.test.utils import CaptureQueriesContext
 
-from celery_resumable import ResumableTask, checkpoint_store, iterate
+from celery_resumable import ResumableTask, checkpoint_store, iterate, keyset
 from celery_resumable._django_keyset import is_queryset
 from celery_resumable.contrib.django import keyset_queryset
 from celery_resumable.errors import CursorDecodeError
@@ -20,6 +23,38 @@ from tests.unit.django_app.models import Event, Item
 pytestmark = pytest.mark.usefixtures("tables")
 
 DAY = dt.date(2024, 3, 1)
+
+NULL_KEY = (
+    r"keyset\(\) key \({}\) is NULL in a row of the query; a keyset key must never be NULL: "
+    "filter those rows out or page by a key that has no NULL"
+)
+
+
+class Ticket(models.Model):  # type: ignore[misc]
+    """A row whose ``number`` and ``part`` may be NULL."""
+
+    number = models.IntegerField(null=True)
+    part = models.IntegerField(null=True)
+
+    class Meta:
+        app_label = "django_app"
+        db_table = "resumable_django_ticket"
+
+
+@pytest.fixture
+def tickets(alias: str) -> Iterator[None]:
+    """The table of ``Ticket`` on the alias under test."""
+    connection = connections[alias]
+    with connection.schema_editor() as editor:
+        editor.execute(f"DROP TABLE IF EXISTS {connection.ops.quote_name(Ticket._meta.db_table)}")
+        editor.create_model(Ticket)
+    yield
+    with connection.schema_editor() as editor:
+        editor.delete_model(Ticket)
+
+
+def add_tickets(alias: str, pairs: list[tuple[int | None, int | None]]) -> None:
+    Ticket.objects.using(alias).bulk_create([Ticket(number=n, part=p) for n, p in pairs])
 
 
 def add_items(alias: str, count: int) -> list[int]:
@@ -41,7 +76,7 @@ def test_pages_by_id_one_query_per_batch(alias: str) -> None:
         pairs = [(cursor, item.id) for cursor, item in source(None)]
 
     assert pairs == [(i, i) for i in ids]
-    assert len(queries) == 3  # 3 + 3 + 1 rows
+    assert len(queries) == 1 + 3  # the NULL check, then 3 + 3 + 1 rows
 
 
 def test_a_saved_cursor_resumes_after_its_key(alias: str) -> None:
@@ -111,7 +146,9 @@ def test_values_querysets_page_too(alias: str) -> None:
         ({"queryset": [1, 2]}, TypeError, "expected a Django QuerySet, not list"),
         ({"key": ()}, ValueError, "key must be a field name or a tuple of field names"),
         ({"key": "missing"}, ValueError, "key 'missing' is neither a field of django_app.Item"),
-        ({"batch_size": 0}, ValueError, "batch_size must be a whole number above zero"),
+        ({"batch_size": 0}, ValueError, r"keyset\(\) batch_size must be at least 1, not 0"),
+        ({"batch_size": "10"}, TypeError, r"keyset\(\) batch_size must be an int, not str"),
+        ({"batch_size": 2.5}, TypeError, r"keyset\(\) batch_size must be an int, not float"),
     ],
 )
 def test_bad_arguments_are_clear_errors(
@@ -138,3 +175,123 @@ def test_is_queryset_tells_querysets_apart(alias: str) -> None:
     assert is_queryset(Item.objects.all())
     assert not is_queryset(Item.objects)  # a manager, not a queryset
     assert not is_queryset([1, 2])
+
+
+@pytest.mark.usefixtures("tickets")
+@pytest.mark.parametrize(
+    ("key", "pairs", "names"),
+    [
+        ("number", [(1, 1), (2, 2), (None, 3), (None, 4), (5, 5), (6, 6), (7, 7)], "number"),
+        (
+            ("number", "part"),
+            [(1, 1), (2, 2), (3, None), (None, 4), (5, 5), (6, 6), (7, 7)],
+            "number, part",
+        ),
+        ("-number", [(1, 1), (2, 2), (None, 3), (5, 5)], "number"),
+    ],
+    ids=["key", "composite", "descending"],
+)
+def test_a_null_key_fails_the_run_before_any_row_is_processed(
+    django_app: Celery,
+    alias: str,
+    key: str | tuple[str, ...],
+    pairs: list[tuple[int | None, int | None]],
+    names: str,
+) -> None:
+    # Given keys with NULLs among them (for a composite key: in either part)
+    add_tickets(alias, pairs)
+    seen: list[int] = []
+
+    @django_app.task(base=ResumableTask, bind=True)
+    def job(self: Any) -> None:
+        for ticket in iterate("rows", keyset(Ticket.objects.using(alias), key=key, batch_size=2)):
+            seen.append(ticket.id)
+
+    # When the task runs
+    result = job.apply()
+
+    # Then it fails with the keyset's ValueError before the loop body saw a row
+    assert result.state == "FAILURE"
+    assert isinstance(result.result, ValueError)
+    assert re.fullmatch(NULL_KEY.format(names), str(result.result))
+    assert seen == []
+
+
+@pytest.mark.usefixtures("tickets")
+def test_a_resumed_pass_fails_before_any_row_when_null_keys_appeared(alias: str) -> None:
+    add_tickets(alias, [(n, n) for n in range(1, 6)])
+    source = keyset_queryset(Ticket.objects.using(alias), key="number", batch_size=2)
+    assert [cursor for cursor, _ in source(None)] == [1, 2, 3, 4, 5]
+
+    # Given rows with a NULL key added after a run finished key 2
+    add_tickets(alias, [(None, 10), (None, 11)])
+
+    # When a pass resumes from cursor 2, then it fails before a row comes
+    seen: list[int] = []
+    with pytest.raises(ValueError, match=NULL_KEY.format("number")):
+        seen.extend(ticket.id for _, ticket in source(2))
+    assert seen == []
+
+
+def test_a_null_annotation_key_fails_before_any_row(alias: str) -> None:
+    add_items(alias, 6)
+    rank = Case(
+        When(number__in=[2, 3], then=Value(None)), default=F("number"), output_field=IntegerField()
+    )
+    queryset = Item.objects.using(alias).annotate(rank=rank)
+    source = keyset_queryset(queryset, key="rank", batch_size=2)
+    seen: list[int] = []
+
+    with pytest.raises(ValueError, match=NULL_KEY.format("rank")):
+        seen.extend(item.number for _, item in source(None))
+    assert seen == []
+
+
+@pytest.mark.parametrize(
+    ("make", "key", "read"),
+    [
+        (lambda q: q.values("id", "number"), "id", lambda row: row["number"]),
+        (lambda q: q.values(), "pk", lambda row: row["number"]),
+        (lambda q: q.values("number"), "number", lambda row: row["number"]),
+        (lambda q: q.values("pk", "number"), "pk", lambda row: row["number"]),
+        (lambda q: q.values_list("number", "id"), "id", lambda row: row[0]),
+        (lambda q: q.values_list(), "id", lambda row: row[1]),
+        (lambda q: q.values_list("number", named=True), "number", lambda row: row.number),
+        (lambda q: q.values_list("number", flat=True), "-number", lambda row: row),
+    ],
+    ids=[
+        "values",
+        "values all",
+        "values key only",
+        "values pk",
+        "values_list",
+        "values_list all",
+        "named",
+        "flat",
+    ],
+)
+def test_values_and_values_list_querysets_page_too(
+    alias: str, make: Any, key: str, read: Any
+) -> None:
+    add_items(alias, 5)
+    source = keyset_queryset(make(Item.objects.using(alias)), key=key, batch_size=2)
+
+    numbers = [read(row) for _, row in source(None)]
+
+    assert numbers == ([4, 3, 2, 1, 0] if key.startswith("-") else [0, 1, 2, 3, 4])
+
+
+@pytest.mark.parametrize("alias", ["default"])
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda q: q.values("number"),
+        lambda q: q.values_list("number"),
+        lambda q: q.values_list("number", flat=True),
+        lambda q: q.values_list("number", named=True),
+    ],
+    ids=["values", "values_list", "flat", "named"],
+)
+def test_a_values_queryset_without_the_key_is_a_clear_error(alias: str, make: Any) -> None:
+    with pytest.raises(ValueError, match=r"keyset\(\) key 'id' is not among the fields"):
+        keyset_queryset(make(Item.objects.all()), key="id")
