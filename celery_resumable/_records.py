@@ -5,6 +5,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as dt
 import json
+import logging
 from collections.abc import Mapping
 from typing import Any, Literal
 
@@ -13,6 +14,7 @@ from kombu.utils import json as kombu_json
 from ._types import JSONValue
 
 __all__ = [
+    "RESEND_OPTIONS",
     "STATUSES",
     "Checkpoint",
     "Claim",
@@ -24,7 +26,37 @@ __all__ = [
     "request_of",
 ]
 
+logger = logging.getLogger("celery_resumable")
+
 _MAX_REQUEST_BYTES = 1_000_000
+_ENCODE_ERRORS = (TypeError, ValueError, RecursionError)
+
+RESEND_OPTIONS: tuple[str, ...] = (
+    "exchange",
+    "routing_key",
+    "priority",
+    "chain",
+    "link",
+    "link_error",
+    "chord",
+    "group_id",
+    "group_index",
+    "root_id",
+    "parent_id",
+    "shadow",
+    "time_limit",
+    "soft_time_limit",
+    "headers",
+    "reply_to",
+    "origin",
+    "ignore_result",
+    "replaced_task_nesting",
+)
+"""The fields of a recorded request that are ``send_task`` options, by their option names.
+
+Besides these a request holds ``args`` and ``kwargs``. Only these names are ever passed
+on, whatever else a row holds.
+"""
 
 Status = Literal["running", "interrupted", "failed", "completed"]
 STATUSES: tuple[Status, ...] = ("running", "interrupted", "failed", "completed")
@@ -66,7 +98,8 @@ class Checkpoint:
     created_at: dt.datetime
     updated_at: dt.datetime
     request: str | None = None
-    """The task's arguments and routing recorded by its first run (kombu JSON), if storable."""
+    """The task's request recorded by its first run (kombu JSON), if storable: its
+    arguments and the RESEND_OPTIONS that were set."""
     done: int | None = None
     """Items the step in progress has done, as of the last write."""
     total: int | None = None
@@ -94,18 +127,55 @@ class Claim:
 
 
 def request_json(request: Mapping[str, Any] | None) -> str | None:
-    """The request as kombu JSON (typed values kept), or None when it cannot be stored."""
+    """The request as kombu JSON (typed values kept), or None when it cannot be stored.
+
+    Fields that are not set (None, or an empty list, mapping or string) are left out.
+    A request with a value JSON cannot hold is not stored at all, and a warning names
+    its fields: sent again without them, the task would not be the one Celery sent
+    (a chain cut short, an error callback lost).
+    """
     if request is None:
         return None
+    fields = {name: value for name, value in request.items() if not _unset(value)}
     try:
-        text = str(kombu_json.dumps(dict(request)))  # type: ignore[no-untyped-call]
-    except (TypeError, ValueError):
+        text = _dumps(fields)
+    except _ENCODE_ERRORS:
+        refused = [name for name, value in fields.items() if not _storable(value)]
+        logger.warning(
+            "the request of a task is not recorded: its %s cannot be stored as JSON; "
+            "`celery resumable retry` will refuse it",
+            ", ".join(refused) or "fields",
+        )
         return None
-    return text if len(text) <= _MAX_REQUEST_BYTES else None
+    if len(text) > _MAX_REQUEST_BYTES:
+        logger.warning(
+            "the request of a task is not recorded: %d characters of JSON, more than %d; "
+            "`celery resumable retry` will refuse it",
+            len(text),
+            _MAX_REQUEST_BYTES,
+        )
+        return None
+    return text
+
+
+def _unset(value: Any) -> bool:
+    return value is None or (isinstance(value, list | tuple | dict | str) and not value)
+
+
+def _dumps(value: Any) -> str:
+    return str(kombu_json.dumps(value))  # type: ignore[no-untyped-call]
+
+
+def _storable(value: Any) -> bool:
+    try:
+        _dumps(value)
+    except _ENCODE_ERRORS:
+        return False
+    return True
 
 
 def request_of(checkpoint: Checkpoint) -> dict[str, Any] | None:
-    """The recorded request of a checkpoint: ``args``, ``kwargs`` and routing options."""
+    """The recorded request of a checkpoint: ``args``, ``kwargs`` and RESEND_OPTIONS."""
     if checkpoint.request is None:
         return None
     try:

@@ -282,15 +282,62 @@ class ResumableTask(Task):  # type: ignore[misc]
             logger.error("could not save the checkpoint: %s", exc)
 
 
+# Headers a request does not carry over when it is sent again: RabbitMQ's dead-letter
+# history (as Celery's own retry drops it) and this package's deferral counters.
+_HEADERS_NOT_RESENT = frozenset(
+    {
+        "x-death",
+        "x-first-death-exchange",
+        "x-first-death-queue",
+        "x-first-death-reason",
+        "x-last-death-exchange",
+        "x-last-death-queue",
+        "x-last-death-reason",
+        _DEFERRED_SINCE,
+        _DEFERRED_TIMES,
+    }
+)
+
+
 def _request_record(request: Any) -> dict[str, Any]:
-    """What ``celery resumable retry`` needs to send the task again."""
+    """What ``celery resumable retry`` needs to send the task again as Celery sent it.
+
+    The options ``Task.signature_from_request`` sends a retry with, under their
+    ``send_task`` names, except ``expires`` (a task sent again does not expire because
+    it failed once) and ``retries`` (its count starts over). Unset fields are dropped
+    when the record is stored.
+    """
     delivery = request.delivery_info or {}
+    limits = request.timelimit
+    hard, soft = limits if isinstance(limits, list | tuple) and len(limits) == 2 else (None, None)
+    headers = {
+        name: value
+        for name, value in (request.headers or {}).items()
+        if name not in _HEADERS_NOT_RESENT
+    }
     return {
         "args": list(request.args or ()),
         "kwargs": dict(request.kwargs or {}),
         "exchange": delivery.get("exchange"),
         "routing_key": delivery.get("routing_key"),
         "priority": delivery.get("priority"),
+        "chain": request.chain,
+        "link": request.callbacks,
+        "link_error": request.errbacks,
+        "chord": request.chord,
+        "group_id": request.group,
+        "group_index": request.group_index,
+        # Celery makes a task its own root when none is given.
+        "root_id": None if request.root_id == request.id else request.root_id,
+        "parent_id": request.parent_id,
+        "shadow": request.shadow,
+        "time_limit": hard,
+        "soft_time_limit": soft,
+        "headers": headers,
+        "reply_to": request.reply_to,
+        "origin": request.origin,
+        "ignore_result": True if request.ignore_result is True else None,
+        "replaced_task_nesting": request.replaced_task_nesting or None,
     }
 
 

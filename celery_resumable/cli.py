@@ -9,7 +9,7 @@ from typing import Any
 
 import click
 
-from ._records import STATUSES, Checkpoint, request_of
+from ._records import RESEND_OPTIONS, STATUSES, Checkpoint, request_of
 from ._store import checkpoint_store
 from .errors import CheckpointBusyError
 
@@ -141,14 +141,12 @@ def _retry(app: Any, store: Any, task_id: str) -> str | None:
     request = request_of(checkpoint)
     if request is None:
         return (
-            "its arguments were not recorded (not JSON); send the task again yourself "
+            "its request was not recorded (not JSON, or too large); send the task again yourself "
             "with the same task_id"
         )
-    options = {
-        name: request[name]
-        for name in ("exchange", "routing_key", "priority")
-        if request.get(name) is not None
-    }
+    # The options Celery's own retry sends (chain, links, group and chord, headers, time
+    # limits, routing), by name from a fixed list: nothing else of the row is passed on.
+    options = {name: request[name] for name in RESEND_OPTIONS if request.get(name) is not None}
     app.send_task(
         checkpoint.task_name,
         args=request.get("args") or [],
