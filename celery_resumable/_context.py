@@ -72,6 +72,8 @@ class TxChange:
     value: JSONValue
     state: State
     consumed: bool = False  # the run went past it (the step ended) before the commit
+    # When the write was sent (monotonic): it extends the lease from then, once committed.
+    sent: float = 0.0
 
 
 def running() -> Run | None:
@@ -351,7 +353,7 @@ class Run:
         else:
             done = self._done + 1
             state = State(tuple(self.finished), name, value, self.interruptions, done, self._total)
-        return TxChange(name, finish, value, state)
+        return TxChange(name, finish, value, state, sent=time.monotonic())
 
     def tx_written(self, change: TxChange) -> None:
         """The change was written in the caller's transaction, which has not ended yet."""
@@ -402,6 +404,11 @@ class Run:
         self._dirty = self.state() != change.state
         self._stored_steps = len(change.state.finished)
         self._last_write = now = time.monotonic()
+        # The write extended the lease; the keeper left the row alone meanwhile (see
+        # ``lease``). After a long transaction, renew at once rather than at the next tick.
+        self._lease_until = max(self._lease_until, change.sent + self.lease_seconds)
+        if self._lease_until - now < self.lease_seconds * 2 / 3:
+            _lease.keeper.renew_soon()
         if self._interval is not None and now - self._last_progress >= self._interval:
             self._publish_progress(now)
 
@@ -587,8 +594,15 @@ class Run:
 
     @property
     def lease(self) -> tuple[CheckpointStore, str, str, float] | None:
-        """What the lease keeper renews: store, task id, owner token, lease length."""
+        """What the lease keeper renews: store, task id, owner token, lease length.
+
+        None while the caller's transaction holds the row: a renewal would wait on that
+        lock (and hold up the renewals of every other run of the process), and the
+        transaction's own write extends the lease when it commits.
+        """
         if self.store is None or self.task_id is None or self._lease_lost or self._released:
+            return None
+        if self._open_tx:
             return None
         return self.store, self.task_id, self.owner, self.lease_seconds
 

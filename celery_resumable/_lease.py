@@ -54,6 +54,12 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
+        self._soon = False  # renew at once instead of at the next tick
+
+    def renew_soon(self) -> None:
+        """Renew the leases now, not at the next tick (a lease that has little time left)."""
+        self._soon = True
+        self._wake.set()
 
     def add(self, run: LeaseHolder) -> None:
         """Renew ``run``'s lease until it is removed."""
@@ -124,7 +130,8 @@ class LeaseKeeper:
                 timeout = max(next_tick - now, 0.0)
             self._wake.wait(timeout)
             self._wake.clear()
-            if next_tick is not None and time.monotonic() >= next_tick:
+            if self._soon or (next_tick is not None and time.monotonic() >= next_tick):
+                self._soon = False
                 next_tick = None
                 self.tick()
 
@@ -174,6 +181,7 @@ class LeaseKeeper:
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread = None
+        self._soon = False
 
     def stay(self, persistent: bool) -> None:
         """Keep the thread between runs (a worker runs here), or let it end when idle."""
