@@ -468,6 +468,8 @@ class Run:
             if self.write("running"):
                 self._publish_progress(now)
         except CheckpointStoreError as exc:
+            if not exc.transient:
+                raise  # a value the database refuses: no later write could store it
             # Retry at a later boundary, at most once a second while the store is down.
             logger.warning("checkpoint write failed; the task goes on: %s", exc)
             interval = self._interval or 0.0

@@ -17,7 +17,7 @@ from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import CursorResult, Dialect, Engine
 from sqlalchemy.sql.compiler import SQLCompiler
 
-__all__ = ["Outcome", "Prepared", "abandon"]
+__all__ = ["Outcome", "Prepared", "StatementTooLargeError", "abandon"]
 
 Processor = Callable[[Any], Any]
 
@@ -33,6 +33,16 @@ def abandon(connection: Any) -> None:
     """
     with contextlib.suppress(Exception):
         connection.invalidate()
+
+
+class StatementTooLargeError(Exception):
+    """Raised instead of sending a statement larger than the database accepts."""
+
+    def __init__(self, size: int, limit: int, sizes: dict[str, int]) -> None:
+        super().__init__(size, limit)
+        self.size = size
+        self.limit = limit
+        self.sizes = sizes  # bytes of each parameter, by name
 
 
 class Outcome:
@@ -74,6 +84,9 @@ class Prepared:
             (column.name, column.type.dialect_impl(dialect).result_processor(dialect, None))
             for column in returns
         ]
+        # The most bytes of parameters one statement may carry (MySQL's
+        # max_allowed_packet, less the statement itself); None: no known limit.
+        self.limit: int | None = None
 
     def parameters(self, values: Mapping[str, Any]) -> Any:
         """The DBAPI parameters for ``values`` (the statement's named bind parameters)."""
@@ -84,6 +97,9 @@ class Prepared:
 
     def run(self, engine: Engine, values: Mapping[str, Any], *, rows: bool = False) -> Outcome:
         """Execute on a pooled connection; driver errors are raised as SQLAlchemy's."""
+        parameters = self.parameters(values)
+        if self.limit is not None:
+            self._check_size(parameters)
         dbapi_error = engine.dialect.loaded_dbapi.Error
         try:
             connection = engine.raw_connection()
@@ -94,7 +110,7 @@ class Prepared:
         try:
             cursor = connection.cursor()
             try:
-                cursor.execute(self.sql, self.parameters(values))
+                cursor.execute(self.sql, parameters)
                 returned = rows and cursor.description is not None
                 found = [self._row(row) for row in cursor.fetchall()] if returned else []
                 outcome = Outcome(found, cursor.rowcount)
@@ -119,6 +135,17 @@ class Prepared:
             except BaseException:
                 abandon(connection)
                 raise
+
+    def _check_size(self, parameters: Any) -> None:
+        named = zip(self.order, parameters, strict=True) if self.positional else parameters.items()
+        sizes = {
+            name: len(value.encode() if isinstance(value, str) else value)
+            for name, value in named
+            if isinstance(value, str | bytes)
+        }
+        size = sum(sizes.values())
+        if self.limit is not None and size > self.limit:
+            raise StatementTooLargeError(size, self.limit, sizes)
 
     def _row(self, row: tuple[Any, ...]) -> dict[str, Any]:
         return {

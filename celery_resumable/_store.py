@@ -8,6 +8,7 @@ row means the run lost its lease (or an operator reset the task).
 from __future__ import annotations
 
 import contextlib
+import json
 import logging
 import random
 import time
@@ -24,7 +25,7 @@ from ._config import ResumableConfig, config_for
 from ._engines import engine_for, safe_url, secrets_of
 from ._faults import is_conflict, translated
 from ._operations import Operations
-from ._prepared import Outcome, Prepared, abandon
+from ._prepared import Outcome, Prepared, StatementTooLargeError, abandon
 from ._records import (
     Claim,
     State,
@@ -331,11 +332,16 @@ class CheckpointStore(Operations):
             prepared = self._prepared.get(id(statement))
             if prepared is None:
                 prepared = Prepared(statement, engine.dialect, sql.returns.get(id(statement), ()))
+                if sql.dialect in ("mysql", "mariadb"):
+                    prepared.limit = _packet_limit(engine) - len(prepared.sql) - 1024
                 self._prepared[id(statement)] = prepared
             # An instrumented engine (statement listeners) gets SQLAlchemy's own execution,
             # so that its listeners see every statement.
             run = prepared.executed if engine.dispatch.before_cursor_execute else prepared.run
-            return again(lambda: run(engine, values, rows=rows))
+            try:
+                return again(lambda: run(engine, values, rows=rows))
+            except StatementTooLargeError as large:
+                raise CheckpointStoreError(_too_large(large, values), task_id, False) from None
 
     def _ensure_table(self, task_id: str | None) -> None:
         if self._ready:
@@ -377,6 +383,35 @@ def again(call: Callable[[], T]) -> T:
                 time.sleep(random.uniform(0.001, 0.01) * tries)
             else:
                 raise
+
+
+def _packet_limit(engine: Engine) -> int:
+    """The most bytes a MySQL/MariaDB server takes in one statement (max_allowed_packet)."""
+    with engine.connect() as connection:
+        return int(connection.execute(sa.text("SELECT @@max_allowed_packet")).scalar_one())
+
+
+def _too_large(large: StatementTooLargeError, values: Mapping[str, Any]) -> str:
+    """Say which values make a statement too large, and what to do about it."""
+    parts = []
+    for step in values.get("p_new") or ():
+        size = len(json.dumps(step.get("result"), default=str).encode())
+        parts.append((size, f"the result of step {step.get('name')!r} ({size:,} bytes)"))
+    if large.sizes.get("p_cursor", 0) > 0:
+        size = large.sizes["p_cursor"]
+        parts.append((size, f"the cursor of step {values.get('p_current')!r} ({size:,} bytes)"))
+    if large.sizes.get("p_request", 0) > 0:
+        size = large.sizes["p_request"]
+        parts.append((size, f"the task's request ({size:,} bytes)"))
+    parts.sort(reverse=True)
+    what = ", ".join(text for _, text in parts) or "its values"
+    return (
+        f"the checkpoint write is {large.size:,} bytes, more than the database takes in one "
+        f"statement (max_allowed_packet leaves {large.limit:,} bytes for values): {what}. "
+        "Keep large values out of step results and cursors (store them in a file, object "
+        "storage or a table of your own and return a reference), or raise the server's "
+        "max_allowed_packet"
+    )
 
 
 def _check_task_id(task_id: str) -> None:

@@ -178,7 +178,13 @@ class ResumableTask(Task):  # type: ignore[misc]
 
     def _on_success(self, run: Run) -> None:
         try:
-            run.write("completed", release=True, attempts=3)
+            try:
+                run.write("completed", release=True, attempts=3)
+            except CheckpointStoreError as exc:
+                if exc.transient:
+                    raise
+                # A completed row needs no progress: record the status alone.
+                run.write("completed", release=True, attempts=3, progress=False)
         except TaskInterrupted:
             logger.warning(
                 "task %s[%s] finished while its checkpoint was reset; its result stands",
@@ -208,6 +214,11 @@ class ResumableTask(Task):  # type: ignore[misc]
             except TaskInterrupted:
                 pass  # reset while stopping: the next run starts over
             except CheckpointStoreError as exc:
+                if not exc.transient:
+                    # Its progress can never be stored (a value the database refuses):
+                    # running the task again would redo the same work and fail the same.
+                    self._save_quietly(run, "failed", progress=False)
+                    raise exc from None
                 logger.error(
                     "interrupted run could not save; it resumes from its last write: %s", exc
                 )
@@ -277,7 +288,13 @@ class ResumableTask(Task):  # type: ignore[misc]
 
     def _save_quietly(self, run: Run, status: Status, *, progress: bool = True) -> None:
         try:
-            run.write(status, release=True, attempts=2, progress=progress)
+            try:
+                run.write(status, release=True, attempts=2, progress=progress)
+            except CheckpointStoreError as exc:
+                if exc.transient or not progress:
+                    raise
+                logger.error("could not save the progress; the status is saved alone: %s", exc)
+                run.write(status, release=True, attempts=2, progress=False)
         except (CheckpointStoreError, LeaseLostError, TaskInterrupted) as exc:
             logger.error("could not save the checkpoint: %s", exc)
 
