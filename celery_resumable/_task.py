@@ -155,14 +155,26 @@ class ResumableTask(Task):  # type: ignore[misc]
     ) -> Any:
         """Celery's ``retry``, saving the checkpoint first so the retry resumes from it.
 
-        A StepMismatchError or LeaseLostError is raised as it is, not retried.
+        With ``throw=False`` the body goes on after the retry is sent: the run then saves
+        its progress but keeps its lease, so the retry waits until this run ends (and is
+        skipped if it completes). A StepMismatchError or LeaseLostError is raised as it
+        is, not retried.
         """
         if isinstance(exc, StepMismatchError | LeaseLostError):
             raise exc
         run = _context.running()
         if run is not None and run.task is self:
-            self._save_quietly(run, "failed")
+            if throw:
+                self._save_quietly(run, "failed")
+            else:
+                self._save_kept(run)
         return super().retry(args, kwargs, exc, throw, eta, countdown, max_retries, **options)
+
+    def _save_kept(self, run: Run) -> None:
+        try:
+            run.write("running", attempts=2)
+        except CheckpointStoreError as exc:
+            logger.error("could not save the checkpoint: %s", exc)
 
     def on_replace(self, sig: Any) -> Any:
         """Celery's replacement hook: the replacement starts fresh under this task id.

@@ -152,3 +152,16 @@ def no_steps(self: Any) -> None:
     """A task that uses no step: a duplicate of it is skipped all the same."""
     time.sleep(0.5)
     record(self, "ran")
+
+
+@app.task(base=ResumableTask, bind=True)
+def retries_without_throw(self: Any, count: int, delay: float) -> int:
+    """Asks for a retry without raising, then goes on working (``retry(throw=False)``)."""
+    record(self, "start")
+    if self.request.retries == 0:
+        self.retry(countdown=0, throw=False)
+    for item in iterate("process", range(count)):
+        time.sleep(delay)
+        record(self, "item", item)
+    record(self, "end")
+    return count
