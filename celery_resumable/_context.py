@@ -475,6 +475,12 @@ class Run:
             interval = self._interval or 0.0
             self._last_write = now - interval + min(interval or 1.0, 1.0)
 
+    def publish_saved(self) -> None:
+        """Publish the position just written (an interrupt's), so the result backend
+        shows what the next run resumes from rather than an older position."""
+        if not self._diverged:  # otherwise only the status was written
+            self._publish_progress(time.monotonic())
+
     def _publish_progress(self, now: float) -> None:
         if not self._track_progress or self.task_id is None:
             return

@@ -220,6 +220,8 @@ class ResumableTask(Task):  # type: ignore[misc]
                 raise error from None
             try:
                 saved = run.write("interrupted", release=True, attempts=3)
+                if saved:
+                    run.publish_saved()
             except LeaseLostError as lost:
                 logger.warning("%s", lost)
                 raise Ignore() from None

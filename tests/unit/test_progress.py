@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from typing import Any
 
 import pytest
@@ -9,6 +10,7 @@ from celery import Celery
 from celery.result import AsyncResult
 
 from celery_resumable import CheckpointStore, ResumableTask, iterate, step
+from celery_resumable.testing import interrupt_at_cursor
 
 
 def test_a_running_task_shows_its_step_cursor_and_counts(
@@ -86,3 +88,22 @@ def test_a_failing_result_backend_does_not_fail_the_task(
 
     assert job.apply().get(propagate=False) == 6
     assert "could not publish the progress of task" in caplog.text
+
+
+def test_an_interrupt_publishes_the_position_it_saved(
+    app: Celery, checkpoints: CheckpointStore
+) -> None:
+    @app.task(base=ResumableTask, bind=True, resumable_checkpoint_interval=0.05)
+    def job(self: Any) -> None:
+        for _ in iterate("loop", range(1000)):
+            time.sleep(0.002)
+
+    # Given a run that published its progress now and then, stopped between two writes
+    with interrupt_at_cursor("loop", lambda cursor: cursor == 500):
+        result = job.apply()
+
+    # Then the result backend shows the position the interrupt saved, not an older one
+    checkpoint = checkpoints.get(result.id)
+    assert checkpoint is not None and checkpoint.status == "interrupted"
+    info = AsyncResult(result.id, app=app).info
+    assert (info["cursor"], info["done"]) == (checkpoint.cursor, checkpoint.done) == (500, 500)
