@@ -3,17 +3,20 @@
 from __future__ import annotations
 
 import os
+import re
 import threading
 from typing import Any
 
 import sqlalchemy as sa
 from celery import signals
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Engine
 
 __all__ = [
     "STATEMENT_TIMEOUT",
     "dispose_engine",
     "engine_for",
+    "parsed_url",
     "pool_size",
     "safe_url",
     "secrets_of",
@@ -88,7 +91,19 @@ def _parsed(url: str) -> URL:
         from ._django import store_url
 
         return store_url(url)
-    return sa.engine.make_url(url)
+    return parsed_url(url)
+
+
+def parsed_url(url: str) -> URL:
+    """``url`` parsed; raises ArgumentError (never a bare ValueError, such as a port
+    that is not a number) when it is not a SQLAlchemy URL."""
+    try:
+        return sa.engine.make_url(url)
+    except sa_exc.ArgumentError:
+        raise
+    except (ValueError, TypeError, AttributeError):
+        # The driver's own message may quote the URL, password included.
+        raise sa_exc.ArgumentError("Could not parse SQLAlchemy URL from given URL string") from None
 
 
 def _is_django(url: str) -> bool:
@@ -144,8 +159,8 @@ def safe_url(url: str) -> str:
         return url  # an alias of settings.DATABASES: no secret in it
     try:
         parsed = sa.engine.make_url(url)
-    except Exception:  # noqa: BLE001 - an unparsable URL is reported as such
-        return "<invalid url>"
+    except Exception:  # noqa: BLE001 - an unparsable URL is shown masked by pattern
+        return _masked(url)
     hidden = {name: "HIDDEN" for name in parsed.query if name.lower() in _SECRET_PARAMETERS}
     rendered = parsed.update_query_dict(hidden).render_as_string(hide_password=True)
     return rendered.replace("=HIDDEN", "=***")
@@ -166,3 +181,21 @@ def secrets_of(url: str) -> tuple[str, ...]:
         if name.lower() in _SECRET_PARAMETERS:
             found.extend([value] if isinstance(value, str) else list(value))
     return tuple(secret for secret in found if secret)
+
+
+# In a string that is no URL: what follows "user:" up to the last "@", and the value of a
+# secret query parameter.
+_USER_PASSWORD = re.compile(r"^(?P<head>(?:[^:/@]*://)?[^:/@]*:).*@$", re.DOTALL)
+_SECRET_VALUE = re.compile(
+    rf"(?P<head>[?&;](?:{'|'.join(sorted(_SECRET_PARAMETERS))})=)[^&;]*", re.IGNORECASE
+)
+
+
+def _masked(text: str) -> str:
+    """``text``, which SQLAlchemy cannot parse, with what may be a secret replaced by ``***``."""
+    if not isinstance(text, str):
+        return "<not a string>"
+    if "@" in text:
+        head, _, host = text.rpartition("@")
+        text = _USER_PASSWORD.sub(r"\g<head>***@", head + "@") + host
+    return _SECRET_VALUE.sub(r"\g<head>***", text)

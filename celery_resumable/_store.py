@@ -359,7 +359,7 @@ class CheckpointStore(Operations):
         self._ready = True
 
     def _errors(self, task_id: str | None, action: str) -> contextlib.AbstractContextManager[None]:
-        return translated(task_id, f"{action} {self._where}", self._secrets)
+        return translated(task_id, f"{action} {self._where}", self._secrets, url=self.url)
 
 
 def again(call: Callable[[], T]) -> T:

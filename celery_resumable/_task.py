@@ -273,7 +273,20 @@ class ResumableTask(Task):  # type: ignore[misc]
             )
             raise error from None
         delay = min(2.0**times, _MAX_BACKOFF, remaining) * random.uniform(0.8, 1.0)
-        logger.error("task %s[%s] deferred %.1fs: %s", self.name, request.id, delay, error)
+        logger.error("task %s[%s] deferred %.1fs: %s", self.name, request.id, delay, error.message)
+        if not (self.ignore_result or request.ignore_result):
+            # As Celery's own retry does: the result backend shows RETRY with the reason,
+            # so the task does not look PENDING (never received) while it waits.
+            waiting = CheckpointStoreError(
+                f"{error.message}; waiting for the checkpoint store: next try in "
+                f"{delay:.0f} s, failing after {remaining:.0f} s more (resumable_store_wait)",
+                request.id,
+                True,
+            )
+            try:
+                self.backend.mark_as_retry(request.id, waiting, request=request)
+            except Exception as exc:  # noqa: BLE001 - the state is a courtesy; the deferral matters
+                logger.warning("could not mark task %s as waiting: %s", request.id, exc)
         self._requeue(delay, {_DEFERRED_SINCE: since, _DEFERRED_TIMES: times + 1})
 
     def _requeue(self, countdown: float | None, deferral: dict[str, Any] | None = None) -> NoReturn:

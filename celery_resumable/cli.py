@@ -8,15 +8,34 @@ import math
 from typing import Any
 
 import click
+from kombu.exceptions import OperationalError as BrokerError
 
 from ._records import RESEND_OPTIONS, STATUSES, Checkpoint, request_of
 from ._store import checkpoint_store
-from .errors import CheckpointBusyError
+from .errors import CheckpointBusyError, CheckpointStoreError, ResumableError
 
 __all__ = ["main", "resumable"]
 
+# Longer step results, cursors and request fields are shortened by ``show`` unless --full.
+SHOWN_CHARACTERS = 200
 
-@click.group(name="resumable")
+
+class _Commands(click.Group):
+    """A command group whose errors (store down, broker down) print one line and exit 1."""
+
+    def invoke(self, ctx: click.Context) -> Any:
+        try:
+            return super().invoke(ctx)
+        except CheckpointStoreError as error:
+            # The message is about the store, not about the task id it was asked for.
+            raise click.ClickException(error.message) from None
+        except ResumableError as error:
+            raise click.ClickException(str(error)) from None
+        except BrokerError as error:
+            raise click.ClickException(f"could not send the task to the broker: {error}") from None
+
+
+@click.group(name="resumable", cls=_Commands)
 def resumable() -> None:
     """Inspect and manage the checkpoints of resumable tasks."""
 
@@ -76,13 +95,43 @@ def _progress(row: Checkpoint) -> str:
 
 @resumable.command(name="show")
 @click.argument("task_id")
+@click.option(
+    "--full", is_flag=True,
+    help=f"Print step results, the cursor and the request whole (else cut at "
+    f"{SHOWN_CHARACTERS} characters each).",
+)  # fmt: skip
 @click.pass_context
-def show_command(ctx: click.Context, task_id: str) -> None:
-    """Print one checkpoint as JSON."""
+def show_command(ctx: click.Context, task_id: str, full: bool) -> None:
+    """Print one checkpoint as JSON; long values are shortened unless --full."""
     checkpoint = _store(ctx).get(task_id)
     if checkpoint is None:
         raise click.ClickException(f"no checkpoint for task {task_id}")
-    click.echo(json.dumps(_as_json(checkpoint), indent=2))
+    record = _as_json(checkpoint)
+    if not full:
+        record = _shortened(record)
+    click.echo(json.dumps(record, indent=2))
+
+
+def _shortened(record: dict[str, Any]) -> dict[str, Any]:
+    """``record`` with each step result, the cursor and each request field shortened."""
+    steps = [{**step, "result": _short(step["result"])} for step in record["finished_steps"]]
+    request = record["request"]
+    if isinstance(request, dict):
+        request = {name: _short(value) for name, value in request.items()}
+    return {
+        **record,
+        "finished_steps": steps,
+        "cursor": _short(record["cursor"]),
+        "request": request,
+    }
+
+
+def _short(value: Any) -> Any:
+    """``value`` as it is, or, when its JSON is long, the start of its JSON as a string."""
+    text = json.dumps(value)
+    if len(text) <= SHOWN_CHARACTERS:
+        return value
+    return f"{text[:SHOWN_CHARACTERS]}… ({len(text)} characters; --full shows all)"
 
 
 @resumable.command(name="reset")
@@ -95,10 +144,12 @@ def show_command(ctx: click.Context, task_id: str) -> None:
 def reset_command(ctx: click.Context, task_ids: tuple[str, ...], force: bool) -> None:
     """Delete checkpoints so the tasks' next runs start over.
 
-    A task whose run holds a live lease is left alone unless --force is given.
+    A task whose run holds a live lease is left alone unless --force is given. Exits 1
+    when a task was kept, or had no checkpoint.
     """
     store = _store(ctx)
     busy = []
+    missing = []
     for task_id in task_ids:
         try:
             done = store.reset(task_id, force=force)
@@ -106,8 +157,12 @@ def reset_command(ctx: click.Context, task_ids: tuple[str, ...], force: bool) ->
             busy.append(task_id)
             click.echo(f"{task_id}: running; kept (use --force to reset it)")
             continue
+        if not done:
+            missing.append(task_id)
         click.echo(f"{task_id}: {'reset' if done else 'no checkpoint'}")
-    if busy:
+    if missing:
+        click.echo(f"Error: no checkpoint for task {', '.join(missing)}", err=True)
+    if busy or missing:
         raise SystemExit(1)
 
 

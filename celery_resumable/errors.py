@@ -64,7 +64,9 @@ class StepMismatchError(ResumableError):
     """Raised on resume when the task meets a step other than the one its checkpoint recorded.
 
     It means the task's code changed between runs. The task is not retried: reset its
-    checkpoint (``celery resumable reset TASK_ID``) to start it over.
+    checkpoint (``celery -A proj resumable reset TASK_ID``) to start it over, or deploy
+    code whose steps match the checkpoint and send it again from there
+    (``celery -A proj resumable retry TASK_ID``).
     """
 
     def __init__(self, task_id: str, expected: str, found: str) -> None:
@@ -77,7 +79,10 @@ class StepMismatchError(ResumableError):
         return (
             f"task {self.task_id}: the checkpoint expected step {self.expected!r} here but "
             f"the task ran step {self.found!r}; the task's steps changed since the checkpoint "
-            "was written; reset the checkpoint to start over"
+            "was written. To start the task over: "
+            f"celery -A <your app> resumable reset {self.task_id} and send it again; to "
+            "resume it from its checkpoint: deploy code whose steps match the checkpoint, "
+            f"then celery -A <your app> resumable retry {self.task_id}"
         )
 
 
