@@ -130,10 +130,14 @@ class Statements:
             c.owner.is_(None), c.lease_expires_at.is_(None), c.lease_expires_at < self.now
         )
         self.select = sa.select(checkpoints).where(by_id)
+        # Run twice: the second execution finds the row its first one took, owned by the
+        # same token, so the claim reads it back as its own (see ``_claim``).
         self.claim = self._claim(clock, lease_ends)
         # A write sends the cursor, and the results of the steps finished since the last
         # write only: appended to the stored list, guarded by its length so that a write
-        # retried after a lost answer cannot append them twice.
+        # retried after a lost answer cannot append them twice. Run twice, a write sets
+        # the same values again and still matches its row: the owner token stays, even
+        # in a write that releases the lease.
         cursor_only = {
             "status": sa.bindparam("p_status"),
             "current_step": sa.bindparam("p_current"),
@@ -163,6 +167,7 @@ class Statements:
             for steps in (True, False)
             for kept in (True, False)
         }
+        # Run twice: the same status and count again, on a row that keeps its owner token.
         self.mark = (
             sa.update(checkpoints)
             .where(fenced)
@@ -184,7 +189,10 @@ class Statements:
         )
         self.renew = sa.update(checkpoints).where(held).values(lease_expires_at=lease_ends)
         self.renewed = sa.select(c.task_id).where(held)
+        # Run twice: the lease is already ended; the row still matches.
         self.release = sa.update(checkpoints).where(fenced).values(lease_expires_at=None)
+        # Run twice: the second finds no row (0 rows), which the caller does not read as
+        # a lost lease: the row was to go either way.
         self.forget = sa.delete(checkpoints).where(fenced)
         self.owner = sa.select(c.owner).where(by_id)
         # The columns of the rows each statement returns, for its prepared form.
@@ -193,6 +201,7 @@ class Statements:
             id(self.select): list(checkpoints.c),
             id(self.owner): [c.owner],
         }
+        # Run twice: the second finds no row; an operator's reset reports what it found.
         self.reset = sa.delete(checkpoints).where(by_id, self.free)
         self.reset_forced = sa.delete(checkpoints).where(by_id)
         # Age is judged by the later of the last write and the lease's end, so a live
@@ -218,7 +227,8 @@ class Statements:
         Rows are found by primary key, so the DELETE locks what it deletes and nothing
         else: it takes its locks in the same order as a run's writes and cannot deadlock
         with them (a DELETE that scanned an index would lock every row it passed on
-        MySQL).
+        MySQL). Run twice, it finds the rows already gone; a row that a run took again
+        meanwhile is no longer old and stays.
         """
         ids: sa.BindParameter[list[str]] = sa.bindparam("p_task_ids", expanding=True)
         return sa.delete(self.table).where(
@@ -250,7 +260,13 @@ class Statements:
         return sa.select(sa.func.json_group_array(sa.func.json(both.c.value))).scalar_subquery()
 
     def _claim(self, clock: _Clock, lease_ends: ColumnElement[Any]) -> sa.Executable:
-        """One statement inserting the row, or taking it when no live run holds it."""
+        """One statement inserting the row, or taking it when no live run holds it.
+
+        Run a second time by the same run (its first answer lost), it finds the row held
+        by its own token under a live lease: nothing changes, and the row read back
+        (returned, or selected after) names this run as the owner, which the store
+        takes as claimed.
+        """
         t = self.table
         values: dict[str, Any] = {
             "task_id": sa.bindparam("p_task_id"),

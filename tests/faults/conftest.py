@@ -7,13 +7,14 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 
 import pytest
+import sqlalchemy as sa
 
 from celery_resumable import CheckpointStore
 from tests.conftest import drop_table
 from tests.integration.harness import TcpProxy
 from tests.services import MYSQL_URL, POSTGRES_URL, require
 
-SERVERS = {"postgres": (POSTGRES_URL, 5432), "mysql": (MYSQL_URL, 3306)}
+SERVERS = {"postgres": POSTGRES_URL, "mysql": MYSQL_URL}
 
 
 @dataclass
@@ -39,9 +40,10 @@ def faulty(request: pytest.FixtureRequest) -> Iterator[Faulty]:
     """A checkpoint store on PostgreSQL and on MariaDB behind a proxy that fails on demand."""
     server = request.param
     require(server)
-    direct_url, port = SERVERS[server]
-    proxy = TcpProxy(port)
-    url = direct_url.replace(f"127.0.0.1:{port}", f"127.0.0.1:{proxy.port}")
+    direct_url = SERVERS[server]
+    address = sa.engine.make_url(direct_url)
+    proxy = TcpProxy(address.port or 5432, address.host or "127.0.0.1")
+    url = address.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
     table = f"ckpt_{uuid.uuid4().hex[:12]}"
     store = CheckpointStore(url, table)
     direct = CheckpointStore(direct_url, table)
