@@ -12,6 +12,7 @@ docs/operations.md to the outcomes.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import threading
 import time
@@ -46,7 +47,16 @@ LEASE = 3.0
 STATEMENT_TIMEOUT = 1.5
 DELIVERIES = 12
 
-STATEMENTS = ["claim", "periodic", "interrupt", "completed", "failed", "transactional", "renewal"]
+STATEMENTS = [
+    "claim",
+    "periodic",
+    "interrupt",
+    "completed",
+    "failed",
+    "transactional",
+    "django",
+    "renewal",
+]
 FAULTS = ["before", "after", "restart", "locked", "exception"]
 FAULT_TITLES = {
     "before": "connection lost before the statement",
@@ -61,7 +71,8 @@ STATEMENT_TITLES = {
     "interrupt": "interrupt write",
     "completed": "`completed` write",
     "failed": "`failed` write",
-    "transactional": "`set_step_cursor_tx` write",
+    "transactional": "`set_step_cursor_tx` write (SQLAlchemy)",
+    "django": "`set_step_cursor_tx` write (Django)",
     "renewal": "lease renewal",
     "purge": "purge",
 }
@@ -72,6 +83,7 @@ WAITING = {
     "purge": "DELETE FROM",
     **{name: "SET status" for name in ("periodic", "interrupt", "completed", "failed")},
     "transactional": "SET status",
+    "django": "SET status",
 }
 # A renewal runs on the lease keeper's thread, where no time limit or interrupt lands.
 NOT_APPLICABLE = {("renewal", "exception")}
@@ -192,6 +204,42 @@ def make_tasks(app: Celery, cell: Cell, engine: sa.Engine) -> dict[str, Any]:
         finally:
             cell.leave()
 
+    @app.task(base=ResumableTask, bind=True, shared=False, name="faults.django")
+    def django_batches(self: Any) -> int:
+        from django.db import DatabaseError, connections, transaction
+
+        cell.enter()
+        try:
+
+            def load(cursor: str | None) -> int:
+                start = cursor_at(cursor)
+                while start < ITEMS:
+                    end = min(start + BATCH, ITEMS)
+                    for _ in range(DELIVERIES):
+                        try:
+                            with transaction.atomic(using=DJANGO_ALIAS):
+                                connection = connections[DJANGO_ALIAS]
+                                with connection.cursor() as cursor_:
+                                    cursor_.execute("SELECT 1")
+                                if start <= STRUCK < end:
+                                    cell.strike(f"c-{end:04d}".encode())
+                                set_step_cursor_tx(connection, f"c-{end:04d}")
+                        except DatabaseError:
+                            # As a Django task does after a database error: a new
+                            # connection, and the batch again.
+                            connections[DJANGO_ALIAS].close()
+                            continue
+                        break
+                    cell.done.extend(range(start, end))
+                    start = end
+                return ITEMS
+
+            step_cursor("load", load)
+            return ITEMS
+        finally:
+            cell.leave()
+            connections[DJANGO_ALIAS].close()
+
     @app.task(base=ResumableTask, bind=True, shared=False, name="faults.renewed")
     def renewed(self: Any) -> int:
         cell.enter()
@@ -215,7 +263,7 @@ def make_tasks(app: Celery, cell: Cell, engine: sa.Engine) -> dict[str, Any]:
         finally:
             cell.leave()
 
-    return {"items": items, "batches": batches, "renewed": renewed}
+    return {"items": items, "batches": batches, "django": django_batches, "renewed": renewed}
 
 
 class Deliveries:
@@ -271,6 +319,38 @@ def cell_of(faulty: Faulty) -> Iterator[Callable[[str, str], Cell]]:
         cell.obstruction.close()
 
 
+DJANGO_ALIAS = "faults"
+
+
+def django_database(faulty: Faulty) -> None:
+    """Point Django's ``faults`` database at ``faulty``'s proxy (Django set up as the
+    Django tests set it up)."""
+    import tests.unit.django_app.conftest  # noqa: F401, I001 - configures Django first
+    from django.conf import settings
+    from django.db import connections
+
+    url = sa.engine.make_url(short_timeout(faulty.url, faulty.server))
+    if faulty.server == "postgres":
+        engine, options = "postgresql", {"options": url.query["options"]}
+    else:
+        engine, options = "mysql", {"read_timeout": int(str(url.query["read_timeout"]))}
+    database = {
+        "ENGINE": f"django.db.backends.{engine}",
+        "NAME": url.database,
+        "USER": url.username or "",
+        "PASSWORD": url.password or "",
+        "HOST": url.host or "",
+        "PORT": url.port or "",
+        "OPTIONS": options,
+    }
+    if DJANGO_ALIAS in connections.settings:
+        connections[DJANGO_ALIAS].close()
+    every = {**settings.DATABASES, DJANGO_ALIAS: database}
+    connections.settings[DJANGO_ALIAS] = connections.configure_settings(every)[DJANGO_ALIAS]
+    with contextlib.suppress(AttributeError):
+        delattr(connections._connections, DJANGO_ALIAS)
+
+
 def app_for(faulty: Faulty) -> Celery:
     app = Celery(f"matrix_{uuid.uuid4().hex[:8]}", set_as_current=False)
     app.conf.update(
@@ -299,7 +379,10 @@ def test_a_statement_struck_by_a_fault_loses_nothing(
     engine = sa.create_engine(short_timeout(faulty.url, faulty.server))
     faulty.store.get("warm-up")  # the table exists before the first statement is struck
     tasks = make_tasks(app, cell, engine)
-    task = tasks[{"transactional": "batches", "renewal": "renewed"}.get(statement, "items")]
+    if statement == "django":
+        django_database(faulty)
+    kinds = {"transactional": "batches", "renewal": "renewed", "django": "django"}
+    task = tasks[kinds.get(statement, "items")]
     deliveries = Deliveries(caplog)
     try:
         # Given a task whose statement is struck by the fault
