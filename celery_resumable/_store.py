@@ -73,6 +73,7 @@ class CheckpointStore(Operations):
         self._where = f"the checkpoint store {safe_url(url)} (table {table_name!r})"
         self._statements: dict[str, Statements] = {}
         self._prepared: dict[int, Prepared] = {}
+        self._packet: int | None = None  # MySQL's max_allowed_packet
         # Engines of callers' connections whose database was seen to hold the table.
         self._tables_seen: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()
 
@@ -333,7 +334,7 @@ class CheckpointStore(Operations):
             if prepared is None:
                 prepared = Prepared(statement, engine.dialect, sql.returns.get(id(statement), ()))
                 if sql.dialect in ("mysql", "mariadb"):
-                    prepared.limit = _packet_limit(engine) - len(prepared.sql) - 1024
+                    prepared.limit = self._packet_limit(engine) - len(prepared.sql) - 1024
                 self._prepared[id(statement)] = prepared
             # An instrumented engine (statement listeners) gets SQLAlchemy's own execution,
             # so that its listeners see every statement.
@@ -342,6 +343,14 @@ class CheckpointStore(Operations):
                 return again(lambda: run(engine, values, rows=rows))
             except StatementTooLargeError as large:
                 raise CheckpointStoreError(_too_large(large, values), task_id, False) from None
+
+    def _packet_limit(self, engine: Engine) -> int:
+        """The most bytes the MySQL/MariaDB server takes in one statement, read once."""
+        if self._packet is None:
+            with engine.connect() as connection:
+                query = sa.text("SELECT @@max_allowed_packet")
+                self._packet = int(connection.execute(query).scalar_one())
+        return self._packet
 
     def _ensure_table(self, task_id: str | None) -> None:
         if self._ready:
@@ -383,12 +392,6 @@ def again(call: Callable[[], T]) -> T:
                 time.sleep(random.uniform(0.001, 0.01) * tries)
             else:
                 raise
-
-
-def _packet_limit(engine: Engine) -> int:
-    """The most bytes a MySQL/MariaDB server takes in one statement (max_allowed_packet)."""
-    with engine.connect() as connection:
-        return int(connection.execute(sa.text("SELECT @@max_allowed_packet")).scalar_one())
 
 
 def _too_large(large: StatementTooLargeError, values: Mapping[str, Any]) -> str:
