@@ -486,13 +486,8 @@ class Run:
             return
         self._last_progress = now
         name, cursor = self.in_progress if self.in_progress is not None else (None, None)
-        info = {
-            "step": name,
-            "cursor": cursor,
-            "finished_steps": [step.name for step in self.finished],
-            "done": self._done,
-            "total": self._total,
-        }
+        finished = [step.name for step in self.finished]
+        info = _progress.progress_info(name, cursor, finished, self._done, self._total)
         _progress.publish(self.task, self.task_id, info)
 
     def state(self) -> State:

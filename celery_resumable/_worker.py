@@ -30,7 +30,7 @@ from billiard.process import current_process
 from celery import bootsteps
 from celery import signals as celery_signals
 
-from . import _soft
+from . import _soft, _startup  # noqa: F401 - _startup connects its worker_init receiver
 
 __all__ = [
     "clear_shutdown",

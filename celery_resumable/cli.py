@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import datetime as dt
 import json
 import math
 from typing import Any
@@ -10,7 +9,8 @@ from typing import Any
 import click
 from kombu.exceptions import OperationalError as BrokerError
 
-from ._records import RESEND_OPTIONS, STATUSES, Checkpoint, request_of
+from ._operator import retry_task
+from ._records import STATUSES, Checkpoint, request_of
 from ._store import checkpoint_store
 from .errors import CheckpointBusyError, CheckpointStoreError, ResumableError
 
@@ -175,45 +175,11 @@ def retry_command(ctx: click.Context, task_ids: tuple[str, ...]) -> None:
     store = checkpoint_store(app)
     refused = False
     for task_id in task_ids:
-        problem = _retry(app, store, task_id)
+        problem = retry_task(app, store, task_id)
         refused = refused or problem is not None
         click.echo(f"{task_id}: {problem or 'sent'}")
     if refused:
         raise SystemExit(1)
-
-
-def _retry(app: Any, store: Any, task_id: str) -> str | None:
-    """Send ``task_id`` again; returns why it was not sent, or None."""
-    checkpoint = store.get(task_id)
-    if checkpoint is None:
-        return "no checkpoint"
-    if checkpoint.status == "completed":
-        return "completed; nothing to retry"
-    if checkpoint.status == "running" and checkpoint.owner is not None:
-        expires = checkpoint.lease_expires_at
-        if expires is None or expires > _now():
-            return "running; nothing to retry"
-    request = request_of(checkpoint)
-    if request is None:
-        return (
-            "its request was not recorded (not JSON, or too large); send the task again yourself "
-            "with the same task_id"
-        )
-    # The options Celery's own retry sends (chain, links, group and chord, headers, time
-    # limits, routing), by name from a fixed list: nothing else of the row is passed on.
-    options = {name: request[name] for name in RESEND_OPTIONS if request.get(name) is not None}
-    app.send_task(
-        checkpoint.task_name,
-        args=request.get("args") or [],
-        kwargs=request.get("kwargs") or {},
-        task_id=task_id,
-        **options,
-    )
-    return None
-
-
-def _now() -> dt.datetime:
-    return dt.datetime.now(dt.UTC)
 
 
 def _finite(ctx: click.Context, param: click.Parameter, value: float | None) -> float | None:

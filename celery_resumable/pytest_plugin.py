@@ -15,6 +15,10 @@ with Celery's (``celery.contrib.pytest``) or pytest-celery's.
 - ``resumable_store``: points ``resumable_app`` at ``resumable_store_url`` for the test
   and returns that store (a :class:`~celery_resumable.CheckpointStore`), empty; the
   app's own settings come back afterwards.
+- ``resumable_celery_app_store`` (autouse): in a test that uses Celery's
+  ``celery_app`` or ``celery_session_app``, points that app at ``resumable_store_url``
+  too, so its resumable tasks use the test's store even when ``resumable_app`` returns
+  another app or the test does not ask for ``resumable_store``.
 - ``resumable_interrupt``: the interrupt helpers of :mod:`celery_resumable.testing`,
   armed until the end of the test (each fires once).
 """
@@ -39,6 +43,7 @@ from .testing import interrupt_after_step, interrupt_at_cursor, interrupt_when
 __all__ = [
     "ResumableInterrupt",
     "resumable_app",
+    "resumable_celery_app_store",
     "resumable_interrupt",
     "resumable_store",
     "resumable_store_url",
@@ -86,6 +91,35 @@ def resumable_store(resumable_app: Celery, resumable_store_url: str) -> Iterator
         finally:
             clear_shutdown()
             dispose_engine(resumable_store_url)
+
+
+# Celery's own app fixtures (``celery.contrib.pytest``): the per-test store reaches them
+# whether or not the test asks for ``resumable_store``, and whatever ``resumable_app`` is.
+_CELERY_APP_FIXTURES = ("celery_app", "celery_session_app")
+
+
+@pytest.fixture(autouse=True)
+def resumable_celery_app_store(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Point Celery's ``celery_app`` (or ``celery_session_app``) at the test's store.
+
+    Active only in tests that use one of these fixtures, so that their resumable tasks,
+    eager or on the ``celery_worker``, never fall back to the default store in the working
+    directory. The app's own settings come back after the test.
+    """
+    used = [name for name in _CELERY_APP_FIXTURES if name in request.fixturenames]
+    if not used:
+        yield
+        return
+    url: str = request.getfixturevalue("resumable_store_url")
+    settings = {"resumable_store_url": url, "resumable_create_tables": True}
+    with contextlib.ExitStack() as stack:
+        for name in used:
+            app: Celery = request.getfixturevalue(name)
+            stack.enter_context(_settings(app, settings))
+        try:
+            yield
+        finally:
+            dispose_engine(url)
 
 
 @contextlib.contextmanager

@@ -2,6 +2,10 @@
 
 from __future__ import annotations
 
+import multiprocessing.util
+import os
+import shutil
+import tempfile
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -15,6 +19,70 @@ from tests.services import MYSQL_URL, POSTGRES_URL, require
 
 # For tests/unit/test_pytest_plugin.py, which runs pytest on a user's tests.
 pytest_plugins = ["pytester"]
+
+# Names of what the tests and the processes they start make in a temporary directory:
+# shutdown notice files, the run's own folder and other folders of the tests, and the
+# folders of multiprocessing and billiard (prefork pools).
+OWN_TEMPORARY_NAMES = ("celery-resumable-", "resumable-", "pymp-")
+RUN_FOLDER_PREFIX = "celery-resumable-tests-"
+# What the run left in the real temporary directory, for pytest_sessionfinish.
+_left_behind: list[str] = []
+
+
+@pytest.fixture(scope="session", autouse=True)
+def run_temporary_directory(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Path]:
+    """A temporary directory of the run, for it and every process it starts.
+
+    ``TMPDIR`` and ``tempfile.tempdir`` point at a new folder while the tests run, so the
+    files that a killed worker cannot remove (its shutdown notice, the ``pymp-*`` folders
+    of its pool) go with the run. pytest's own ``tmp_path`` folders stay where pytest
+    keeps them. What the run still left in the real temporary directory is reported at
+    the end (and fails the run under CI=true).
+    """
+    tmp_path_factory.getbasetemp()  # settled before the switch: pytest keeps its folders
+    real = tempfile.gettempdir()
+    before = set(os.listdir(real))
+    directory = Path(tempfile.mkdtemp(prefix=RUN_FOLDER_PREFIX))
+    saved = os.environ.get("TMPDIR"), tempfile.tempdir
+    os.environ["TMPDIR"] = tempfile.tempdir = str(directory)
+    try:
+        yield directory
+    finally:
+        if saved[0] is None:
+            os.environ.pop("TMPDIR", None)
+        else:
+            os.environ["TMPDIR"] = saved[0]
+        tempfile.tempdir = saved[1]
+        # multiprocessing removes the folder it may have made in there at exit (exit
+        # priority -100); the run's folder is removed after it.
+        multiprocessing.util.Finalize(
+            None, shutil.rmtree, args=(str(directory),), kwargs={"ignore_errors": True},
+            exitpriority=-200,
+        )  # fmt: skip
+        _left_behind[:] = sorted(
+            name
+            for name in set(os.listdir(real)) - before
+            if name.startswith(OWN_TEMPORARY_NAMES) and not name.startswith(RUN_FOLDER_PREFIX)
+        )
+
+
+@pytest.hookimpl(trylast=True)
+def pytest_sessionfinish(session: pytest.Session) -> None:
+    """Under CI=true, a run that left something in the real temporary directory fails."""
+    ci = os.environ.get("CI") == "true"
+    if _left_behind and ci and session.exitstatus == pytest.ExitCode.OK:
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
+
+
+def pytest_terminal_summary(terminalreporter: Any) -> None:
+    """Name what the run left in the real temporary directory."""
+    if _left_behind:
+        terminalreporter.section("temporary files left behind", sep="-", red=True)
+        terminalreporter.line(
+            f"{len(_left_behind)} in {tempfile.gettempdir()}: {', '.join(_left_behind)} "
+            "(or another test run on this machine made them at the same time)",
+            red=True,
+        )
 
 
 @pytest.fixture(

@@ -142,3 +142,21 @@ def alarm_raises() -> Iterator[None]:
         yield
     finally:
         signal.signal(signal.SIGALRM, previous)
+
+
+@contextlib.contextmanager
+def row_locked(url: str, table: str, task_id: str) -> Iterator[None]:
+    """Hold ``task_id``'s row in another transaction until the block ends."""
+    engine = sa.create_engine(url)
+    try:
+        with engine.connect() as connection:
+            connection.execute(
+                sa.text(f"SELECT task_id FROM {table} WHERE task_id = :id FOR UPDATE"),
+                {"id": task_id},
+            )
+            try:
+                yield
+            finally:
+                connection.rollback()
+    finally:
+        engine.dispose()

@@ -11,10 +11,10 @@ from contextlib import contextmanager
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
 
 from celery_resumable._records import State
 from tests.faults.conftest import Faulty
+from tests.faults.obstruction import row_locked
 
 
 class LimitError(Exception):
@@ -33,24 +33,6 @@ def alarm(seconds: float) -> Iterator[None]:
     finally:
         signal.setitimer(signal.ITIMER_REAL, 0)
         signal.signal(signal.SIGALRM, previous)
-
-
-@contextmanager
-def row_locked(url: str, table: str, task_id: str) -> Iterator[None]:
-    """Hold ``task_id``'s row in another transaction until the block ends."""
-    engine = sa.create_engine(url)
-    try:
-        with engine.connect() as connection:
-            connection.execute(
-                sa.text(f"SELECT task_id FROM {table} WHERE task_id = :id FOR UPDATE"),
-                {"id": task_id},
-            )
-            try:
-                yield
-            finally:
-                connection.rollback()
-    finally:
-        engine.dispose()
 
 
 @pytest.mark.parametrize("write", ["save", "mark", "renew"])

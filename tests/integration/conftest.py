@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 
 from tests.integration.harness import Deployment, TcpProxy
 from tests.services import AMQP_URL, POSTGRES_URL, REDIS_URL, require
@@ -57,14 +58,16 @@ def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
 def proxy() -> Iterator[TcpProxy]:
     """A cuttable TCP path to PostgreSQL."""
     require("postgres")
-    tcp = TcpProxy(5432)
+    address = sa.engine.make_url(POSTGRES_URL)
+    tcp = TcpProxy(address.port or 5432, address.host or "127.0.0.1")
     yield tcp
     tcp.close()
 
 
 def proxied(port: int) -> str:
     """The PostgreSQL URL of the tests, through the proxy listening on ``port``."""
-    return POSTGRES_URL.replace("127.0.0.1:5432", f"127.0.0.1:{port}")
+    address = sa.engine.make_url(POSTGRES_URL).set(host="127.0.0.1", port=port)
+    return address.render_as_string(hide_password=False)
 
 
 def fresh_table() -> str:

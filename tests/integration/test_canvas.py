@@ -13,7 +13,7 @@ from celery_resumable import CheckpointStore
 from tests.integration.conftest import DeploymentFactory
 from tests.integration.harness import ROOT, wait_for
 from tests.integration.worker_app import events
-from tests.services import REDIS_URL
+from tests.services import REDIS_BACKEND_URL
 
 COUNT = 200
 DELAY = 0.02
@@ -21,7 +21,7 @@ DELAY = 0.02
 
 def test_chain_and_chord_continue_after_an_interrupt(deploy: DeploymentFactory) -> None:
     # Given a chain and a chord whose resumable members are running mid-cursor
-    backend = REDIS_URL.rsplit("/", 1)[0] + "/14"
+    backend = REDIS_BACKEND_URL
     deployment = deploy("redis", backend=backend)
     first = deployment.start_worker(concurrency=3)
     sent = subprocess.run(

@@ -2,10 +2,14 @@
 
 Docker is not on the development machines, so the workers' and the producer's commands
 from docker-compose.yml run as they are, as processes, with each service's environment
-pointed at the local Redis and PostgreSQL: the producer sends the long task, one worker
-receives it, a restart of that worker (SIGTERM, as ``docker compose restart`` sends)
-makes it save and re-queue, and the other worker takes the task on: the cursor advances
-past the saved one, with ``collect`` still done.
+pointed at the test's Redis database and PostgreSQL: the producer sends the long task,
+one worker receives it, a restart of that worker (SIGTERM, as ``docker compose restart``
+sends) makes it save and re-queue, and the other worker takes the task on: the cursor
+advances past the saved one, with ``collect`` still done.
+
+The stack shares that Redis database with the other tests, so its commands get a queue
+and worker names of this test alone (``-Q``/``--queue``, ``-n``), and what it left on
+Redis is removed by key afterwards; the database is never flushed.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ import os
 import signal
 import subprocess
 import sys
+import uuid
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -25,25 +30,24 @@ import redis
 
 from celery_resumable import CheckpointStore
 from tests.integration.harness import wait_for
-from tests.services import POSTGRES_URL, require
+from tests.services import POSTGRES_URL, REDIS_BACKEND_URL, REDIS_URL, require
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (pip install -e '.[test]')")
 
 ROOT = Path(__file__).resolve().parents[2]
 SERVICES: dict[str, Any] = yaml.safe_load((ROOT / "docker-compose.yml").read_text())["services"]
-# Redis databases of this test alone, for the stack's broker (0) and result backend (1).
-REDIS_DATABASES = {"/0": "/13", "/1": "/14"}
+# The stack's Redis databases (0: the broker, 1: the result backend) become the tests' own.
+REDIS_DATABASES = {"/0": REDIS_URL, "/1": REDIS_BACKEND_URL}
 
 
 def local_environment(service: str) -> dict[str, str]:
-    """The service's environment, with its URLs pointed at the local services."""
+    """The service's environment, with its URLs pointed at the tests' services."""
     environment = {}
     for name, value in SERVICES[service]["environment"].items():
         parts = urlsplit(str(value))
         if parts.hostname == "redis":
-            value = urlunsplit(
-                parts._replace(netloc="127.0.0.1:6379", path=REDIS_DATABASES[parts.path])
-            )
+            local = urlsplit(REDIS_DATABASES[parts.path])
+            value = urlunsplit(parts._replace(netloc=local.netloc, path=local.path))
         elif parts.hostname == "postgres":
             value = POSTGRES_URL
         environment[name] = str(value)
@@ -51,19 +55,36 @@ def local_environment(service: str) -> dict[str, str]:
 
 
 class Stack:
-    """Processes started from the compose file's commands."""
+    """Processes started from the compose file's commands, on a queue of their own."""
 
     def __init__(self, directory: Path) -> None:
         self.directory = directory
+        self.queue = f"resumable-stack-{uuid.uuid4().hex[:12]}"
         self.workers: dict[str, subprocess.Popen[bytes]] = {}
+        self.task_ids: list[str] = []  # the ids `celery call` printed
 
     def env(self, service: str) -> dict[str, str]:
         python_path = os.pathsep.join(filter(None, [str(ROOT), os.environ.get("PYTHONPATH")]))
-        return {**os.environ, **local_environment(service), "PYTHONPATH": python_path}
+        return {
+            **os.environ,
+            **local_environment(service),
+            "PYTHONPATH": python_path,
+            # Files a stopped worker may leave behind go with the test's folder.
+            "TMPDIR": str(self.directory),
+        }
 
     def command(self, service: str) -> list[str]:
+        """The service's command, with this stack's queue and worker names."""
         command = list(SERVICES[service]["command"])
         assert command[0] == "celery"
+        subcommand = command[command.index("-A") + 2]
+        if subcommand == "worker":
+            name = command.index("-n") + 1
+            node, _, host = command[name].partition("@")
+            command[name] = f"{node}-{self.queue[-12:]}@{host}"
+            command += ["-Q", self.queue]
+        elif subcommand == "call":
+            command += ["--queue", self.queue]
         return [sys.executable, "-m", *command]
 
     def log(self, service: str) -> str:
@@ -84,10 +105,13 @@ class Stack:
         return process.wait(60)
 
     def run(self, service: str) -> subprocess.CompletedProcess[str]:
-        return subprocess.run(
+        done = subprocess.run(
             self.command(service), cwd=ROOT, env=self.env(service),
             capture_output=True, text=True, timeout=60,
         )  # fmt: skip
+        if done.returncode == 0 and "call" in SERVICES[service]["command"]:
+            self.task_ids.append(done.stdout.strip().splitlines()[-1])
+        return done
 
     def close(self) -> None:
         for process in self.workers.values():
@@ -104,21 +128,30 @@ class Stack:
 def stack(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Stack]:
     require("redis")
     require("postgres")
-    databases = [redis.Redis.from_url(local_environment("worker1")[name]) for name in
-                 ("REDIS_URL", "RESULT_BACKEND_URL")]  # fmt: skip
-    for database in databases:
-        database.flushdb()
     started = Stack(tmp_path)
     try:
         yield started
     finally:
         started.close()
-        for database in databases:
-            database.flushdb()
-            database.close()
+        forget(started)
         if getattr(request.node, "failed", False):
             for service in started.workers:
                 print(f"--- {service}\n{started.log(service)}")
+
+
+def forget(stack: Stack) -> None:
+    """Remove the stack's queue (a task re-queued at the last stop) and task results."""
+    environment = local_environment("worker1")
+    broker = redis.Redis.from_url(environment["REDIS_URL"])
+    backend = redis.Redis.from_url(environment["RESULT_BACKEND_URL"])
+    try:
+        bindings = (f"_kombu.{kind}.{stack.queue}" for kind in ("binding", "binding_permanent"))
+        broker.delete(*bindings, *broker.scan_iter(f"{stack.queue}*"))
+        for task_id in stack.task_ids:
+            backend.delete(f"celery-task-meta-{task_id}")
+    finally:
+        broker.close()
+        backend.close()
 
 
 def test_a_restart_of_the_worker_with_the_task_hands_it_to_the_other(stack: Stack) -> None:

@@ -14,11 +14,11 @@ from celery import Celery
 from celery_resumable import CheckpointStore
 from tests.integration.conftest import DeploymentFactory, fresh_table, proxied
 from tests.integration.harness import APP, ROOT, TcpProxy, wait_for
-from tests.services import POSTGRES_URL, REDIS_URL
+from tests.services import POSTGRES_URL, REDIS_BACKEND_URL
 
 COUNT = 300
 DELAY = 0.02
-BACKEND = REDIS_URL.rsplit("/", 1)[0] + "/14"
+BACKEND = REDIS_BACKEND_URL
 
 
 def results(broker: str) -> Celery:

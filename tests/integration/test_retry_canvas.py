@@ -18,15 +18,19 @@ from celery.app.task import Context
 from kombu import Message
 
 from celery_resumable import CheckpointStore
+from celery_resumable._operator import retry_task
 from celery_resumable._records import State, request_json
 from celery_resumable._task import _request_record
-from celery_resumable.cli import _retry
 from tests.integration.conftest import DeploymentFactory
 from tests.integration.harness import APP, ROOT, Deployment, wait_for
 from tests.integration.worker_app import events
-from tests.services import REDIS_URL
+from tests.services import REDIS_BACKEND_URL
 
-BACKEND = REDIS_URL.rsplit("/", 1)[0] + "/14"
+# Finalizing an app of this module registers every shared task defined so far in the
+# session (the unit tests define several under the same names).
+pytestmark = pytest.mark.filterwarnings("ignore::celery.exceptions.DuplicateTaskNameWarning")
+
+BACKEND = REDIS_BACKEND_URL
 
 
 def retry(deployment: Deployment, task_id: str) -> subprocess.CompletedProcess[str]:
@@ -182,7 +186,7 @@ def test_the_stored_request_is_json_and_resends_the_message_celery_sent(
     store = CheckpointStore(app.conf.resumable_store_url)
     store.claim(task_id, "proj.fragile", "owner", 60, _request_record(request))
     store.save(task_id, "owner", State((), None, None, 0), status="failed", lease_seconds=0)
-    assert _retry(app, store, task_id) is None
+    assert retry_task(app, store, task_id) is None
     resent = take_message(app)
 
     # Then the stored request is plain JSON holding the chain, with no empty fields

@@ -9,9 +9,9 @@ from celery import Celery
 
 from tests.integration.conftest import DeploymentFactory, fresh_table
 from tests.integration.harness import wait_for
-from tests.services import POSTGRES_URL, REDIS_URL, require
+from tests.services import POSTGRES_URL, REDIS_BACKEND_URL, require
 
-BACKEND = REDIS_URL.rsplit("/", 1)[0] + "/13"
+BACKEND = REDIS_BACKEND_URL
 
 
 def results(broker: str) -> Celery:

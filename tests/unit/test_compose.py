@@ -20,7 +20,7 @@ from urllib.parse import urlsplit
 
 import pytest
 
-from tests.services import PORTS
+from tests.services import DEFAULT_PORTS
 
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (pip install -e '.[test]')")
 
@@ -105,10 +105,41 @@ def test_the_stack_starts_by_default_and_the_test_services_by_name() -> None:
     assert by_default == {"redis", "postgres", "worker1", "worker2", "producer", "flower"}
     for name in ("mariadb", "rabbitmq"):
         assert SERVICES[name]["profiles"] == ["test"]
-    # The services the tests use keep their ports on the host.
-    for name, port in PORTS.items():
-        service = "mariadb" if name == "mysql" else name
-        assert f"{port}:{port}" in SERVICES[service]["ports"]
+
+
+def published(service: str) -> list[tuple[str, int, int]]:
+    """The service's published ports as (host address, host port, container port)."""
+    found = []
+    for mapping in SERVICES[service].get("ports") or []:
+        host, host_port, container_port = str(mapping).rsplit(":", 2)
+        found.append((host, int(host_port), int(container_port)))
+    return found
+
+
+def test_ports_are_published_on_the_loopback_only() -> None:
+    for name in SERVICES:
+        for host, _host_port, _container_port in published(name):
+            assert host == "127.0.0.1", f"{name} is published beyond this machine"
+
+
+def test_the_stack_starts_beside_a_local_postgresql_and_redis() -> None:
+    # The stack's own services stay off the ports of the machine's PostgreSQL and Redis,
+    # and the README and the compose file say which variables point the tests at them.
+    readme = (ROOT / "README.md").read_text()
+    header = (ROOT / "docker-compose.yml").read_text()
+    for service, variable, url in (
+        ("postgres", "RESUMABLE_TEST_POSTGRES", "postgresql+psycopg://postgres@127.0.0.1:{}/test"),
+        ("redis", "RESUMABLE_TEST_REDIS", "redis://127.0.0.1:{}/15"),
+    ):
+        [(_host, host_port, container_port)] = published(service)
+        assert container_port == DEFAULT_PORTS[service]
+        assert host_port != DEFAULT_PORTS[service]
+        assert f"{variable}={url.format(host_port)}" in readme
+        assert f"{variable}={url.format(host_port)}" in header
+    # The test-only services keep their usual ports: they start only when named.
+    for service, name in (("mariadb", "mysql"), ("rabbitmq", "rabbitmq")):
+        [(_host, host_port, container_port)] = published(service)
+        assert host_port == container_port == DEFAULT_PORTS[name]
 
 
 def test_dependencies_and_urls_name_services_of_the_file() -> None:
@@ -198,3 +229,19 @@ def _installed(module: str) -> bool:
     import importlib.util
 
     return importlib.util.find_spec(module) is not None
+
+
+def test_ci_extras_checks_each_extra_alone_and_the_dockerfiles_install_line() -> None:
+    # .ci/extras installs each extra in a fresh environment and shows it working; an
+    # extra added to pyproject.toml needs a check there too.
+    script = (ROOT / ".ci" / "extras").read_text()
+    extras = tomllib.loads((ROOT / "pyproject.toml").read_text())["project"][
+        "optional-dependencies"
+    ]
+
+    for extra in set(extras) - {"test"}:
+        assert f"check_{extra}() {{" in script, f".ci/extras does not check the {extra} extra"
+        assert f'"$WORK/src[{extra}]"' in script
+    assert "sed -n 's/^RUN pip install //p' Dockerfile" in script
+    # The redis extra brings what Celery itself declares for Redis (kombu's transport).
+    assert any(requirement.startswith("celery[redis]") for requirement in extras["redis"])

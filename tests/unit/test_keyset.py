@@ -312,6 +312,10 @@ def test_count_gives_the_progress_total(
         "finished_steps": [],
         "done": 4,
         "total": 7,
+        "current": 4,
+        "percent": 57.14,
+        "description": "step rows, cursor 4",
+        "pending": False,
     }
     assert progress["False"][1]["total"] is None
 

@@ -44,6 +44,10 @@ def test_a_running_task_shows_its_step_cursor_and_counts(
                 "finished_steps": ["prepare"],
                 "done": 3,
                 "total": 5,
+                "current": 3,
+                "percent": 60.0,
+                "description": "step loop, cursor 3",
+                "pending": False,
             },
         )
     ]

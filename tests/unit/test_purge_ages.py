@@ -3,9 +3,6 @@
 from __future__ import annotations
 
 import math
-import os
-import subprocess
-import sys
 from pathlib import Path
 
 import pytest
@@ -13,8 +10,8 @@ import pytest
 from celery_resumable import CheckpointStore
 from celery_resumable._records import State
 from tests.services import require_entry_point
+from tests.unit.test_cli import celery
 
-ROOT = Path(__file__).resolve().parents[2]
 BAD_AGES = [
     pytest.param(math.nan, id="nan"),
     pytest.param(math.inf, id="inf"),
@@ -102,14 +99,6 @@ def test_list_pages_with_limit_and_offset(store: CheckpointStore) -> None:
 def store_path(tmp_path: Path) -> str:
     require_entry_point("celery.commands", "resumable", "celery_resumable.cli:resumable")
     return f"sqlite:///{tmp_path / 'cli.sqlite3'}"
-
-
-def celery(store_url: str, *args: str) -> subprocess.CompletedProcess[str]:
-    return subprocess.run(
-        [sys.executable, "-m", "celery", "-A", "tests.unit.cli_app", "resumable", *args],
-        cwd=ROOT, env={**os.environ, "RESUMABLE_CLI_STORE": store_url},
-        capture_output=True, text=True, timeout=60,
-    )  # fmt: skip
 
 
 @pytest.mark.parametrize("age", ["nan", "inf", "-1"])

@@ -1,0 +1,111 @@
+"""Warnings a worker logs once when it starts: settings it will not read, the default store.
+
+A misspelled setting (``resumable_store_uri``) would otherwise leave the default in force
+without a word, and the default store is a SQLite file that only the workers of one
+host share. The warnings are logged from a worker bootstep, once the worker's logging
+is set up, so they reach its log file.
+"""
+
+from __future__ import annotations
+
+import difflib
+import logging
+import os
+from typing import Any
+
+from celery import Celery, bootsteps
+from celery import signals as celery_signals
+
+from ._config import DEFAULTS, config_for
+
+__all__ = ["startup_warnings"]
+
+logger = logging.getLogger("celery_resumable")
+
+_PREFIX = "resumable_"
+_KNOWN = [name.removeprefix(_PREFIX) for name in DEFAULTS]
+_DEFAULT_STORE_URL: str = DEFAULTS["resumable_store_url"]
+_DEFAULT_STORE_FILE = _DEFAULT_STORE_URL.removeprefix("sqlite:///")
+
+
+def startup_warnings(app: Celery) -> list[str]:
+    """The warnings a worker of ``app`` logs when it starts."""
+    return [*_unknown_settings(app), *_default_store(app)]
+
+
+def _unknown_settings(app: Celery) -> list[str]:
+    namespace = f"{app.namespace}_" if app.namespace else ""
+    warnings = []
+    for key in sorted(str(name) for name in app.conf.keys()):  # noqa: SIM118 - a ChainMap view
+        prefix, name = _split(key, namespace)
+        if not name.startswith(_PREFIX) or name in DEFAULTS:
+            continue
+        # Compared without the common prefix, which would make every name look close.
+        close = difflib.get_close_matches(name.removeprefix(_PREFIX), _KNOWN, n=1)
+        meant = _spelled_as(prefix + _PREFIX + close[0], key) if close else ""
+        hint = f"; did you mean {meant}?" if close else ""
+        warnings.append(
+            f"unknown setting {key} is ignored: celery-resumable reads "
+            f"only the settings listed in its documentation{hint}"
+        )
+    return warnings
+
+
+def _split(key: str, namespace: str) -> tuple[str, str]:
+    """``key`` as (namespace prefix as written, setting name in lower case)."""
+    if namespace and key.upper().startswith(namespace.upper()):
+        return key[: len(namespace)], key[len(namespace) :].lower()
+    return "", key.lower()
+
+
+def _spelled_as(name: str, key: str) -> str:
+    """``name`` in the case ``key`` is written in (Django-style settings are upper case)."""
+    return name.upper() if key.isupper() else name
+
+
+def _default_store(app: Celery) -> list[str]:
+    if not _uses_default_store(app):
+        return []
+    path = os.path.abspath(_DEFAULT_STORE_FILE)
+    return [
+        f"checkpoints are stored in the default SQLite file {path}: only the workers on "
+        "this host share it, and workers on another host resume none of these tasks; "
+        "set resumable_store_url to a database every worker reaches"
+    ]
+
+
+def _uses_default_store(app: Celery) -> bool:
+    from ._task import ResumableTask
+
+    try:
+        urls = {config_for(app).store_url}
+        urls.update(
+            config_for(app, task).store_url
+            for task in app.tasks.values()
+            if isinstance(task, ResumableTask)
+        )
+    except ValueError:
+        return False  # a bad setting fails the task with its own clear error
+    return _DEFAULT_STORE_URL in urls
+
+
+class StartupWarnings(bootsteps.Step):  # type: ignore[misc]
+    """Logs the start-up warnings when the worker's blueprint is built."""
+
+    name = "celery_resumable.StartupWarnings"
+
+    def __init__(self, parent: Any, **kwargs: Any) -> None:
+        super().__init__(parent, **kwargs)
+        for warning in startup_warnings(parent.app):
+            logger.warning("%s", warning)
+
+
+def _on_worker_init(sender: Any = None, **_: Any) -> None:
+    app = getattr(sender, "app", None)
+    if app is not None:
+        # The worker builds its blueprint from app.steps right after this signal, once
+        # its logging is set up.
+        app.steps["worker"].add(StartupWarnings)
+
+
+celery_signals.worker_init.connect(_on_worker_init, weak=False)
