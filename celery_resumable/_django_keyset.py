@@ -53,7 +53,7 @@ def keyset_queryset(
     from django.core.exceptions import FieldDoesNotExist
     from django.db.models import Q, QuerySet
 
-    from ._keyset import check_batch_size, null_key_error
+    from ._key_checks import check_batch_size, null_key_error
 
     if not isinstance(queryset, QuerySet):
         raise TypeError(f"expected a Django QuerySet, not {type(queryset).__qualname__}")

@@ -24,8 +24,9 @@ _POLL = 0.1
 _IDLE_FOR = 0.3
 
 
-def leave_early(worker: Any) -> None:
-    """Make ``worker``'s soft-shutdown wait end once no task runs (kept as is otherwise)."""
+def leave_early(worker: Any, running: Callable[[], int]) -> None:
+    """Make ``worker``'s soft-shutdown wait end once ``running()`` (the tasks running in
+    the worker and its pool processes) stays at zero; kept as is otherwise."""
     original = getattr(worker, "wait_for_soft_shutdown", None)
     if original is None or getattr(original, "_resumable_soft", False):
         return
@@ -40,19 +41,15 @@ def leave_early(worker: Any) -> None:
         if not tuple(state.active_requests):
             return None
         logger.warning("Initiating Soft Shutdown, terminating in %s seconds", timeout)
-        _wait_idle(time.monotonic() + timeout)
+        _wait_idle(time.monotonic() + timeout, running)
         return None
 
     wait_for_soft_shutdown._resumable_soft = True  # type: ignore[attr-defined]
     worker.wait_for_soft_shutdown = wait_for_soft_shutdown
 
 
-def _wait_idle(deadline: float, running: Callable[[], int] | None = None) -> None:
+def _wait_idle(deadline: float, running: Callable[[], int]) -> None:
     """Sleep until ``deadline``, or until no task has run for ``_IDLE_FOR`` seconds."""
-    if running is None:
-        from ._worker import tasks_running
-
-        running = tasks_running
     idle_since: float | None = None
     while (now := time.monotonic()) < deadline:
         if running():

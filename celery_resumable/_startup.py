@@ -75,14 +75,13 @@ def _default_store(app: Celery) -> list[str]:
 
 
 def _uses_default_store(app: Celery) -> bool:
-    from ._task import ResumableTask
-
     try:
         urls = {config_for(app).store_url}
+        # A resumable task is one with settings of its own (ResumableTask's property).
         urls.update(
             config_for(app, task).store_url
             for task in app.tasks.values()
-            if isinstance(task, ResumableTask)
+            if hasattr(type(task), "resumable_config")
         )
     except ValueError:
         return False  # a bad setting fails the task with its own clear error

@@ -6,7 +6,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from typing import Any, NoReturn
 
 from celery import Task
@@ -112,7 +112,10 @@ class ResumableTask(Task):  # type: ignore[misc]
             logger.warning("%s", lost)
             raise Ignore() from None
         except Retry:
-            raise  # saved before the retry was published
+            # Saved before the retry was published; a retry(throw=False) kept the lease
+            # for the body going on, and the body ended by raising that retry.
+            self._save_quietly(run, "failed")
+            raise
         except StepMismatchError:
             # The code changed under the checkpoint: keep its progress for the operator.
             self._save_quietly(run, "failed", progress=False)
@@ -298,7 +301,7 @@ class ResumableTask(Task):  # type: ignore[misc]
         request = self.request
         headers = {
             name: value
-            for name, value in (request.headers or {}).items()
+            for name, value in _headers_of(request).items()
             if name not in (_DEFERRED_SINCE, _DEFERRED_TIMES)
         }
         headers.update(deferral or {})
@@ -356,7 +359,7 @@ def _request_record(request: Any) -> dict[str, Any]:
     hard, soft = limits if isinstance(limits, list | tuple) and len(limits) == 2 else (None, None)
     headers = {
         name: value
-        for name, value in (request.headers or {}).items()
+        for name, value in _headers_of(request).items()
         if name not in _HEADERS_NOT_RESENT
     }
     return {
@@ -383,6 +386,12 @@ def _request_record(request: Any) -> dict[str, Any]:
         "ignore_result": True if request.ignore_result is True else None,
         "replaced_task_nesting": request.replaced_task_nesting or None,
     }
+
+
+def _headers_of(request: Any) -> Mapping[str, Any]:
+    """The request's custom headers (``apply(headers=...)`` takes whatever it is given)."""
+    headers = request.headers
+    return headers if isinstance(headers, Mapping) else {}
 
 
 def _number(value: Any, default: float) -> float:

@@ -57,6 +57,7 @@ _notice_file: str | None = None  # the file behind _notice while a worker runs
 _notice_owner: int | None = None  # the process that created it (and removes it)
 _workers: weakref.WeakSet[Any] = weakref.WeakSet()  # workers running in this process
 _pool_process = False  # this process is a pool process of a worker
+_worker_pid: int | None = None  # the process the workers of ``_workers`` run in
 _tasks_running = 0  # tasks executing in this process (threads, greenlets, solo)
 _withdraw_pending = False  # the worker stopped; withdraw when its tasks have ended
 _lock = threading.Lock()
@@ -87,15 +88,16 @@ def worker_stopping() -> bool:
 
 def _on_worker_init(sender: Any = None, **_: Any) -> None:
     """A worker starts in this process: give it a fresh notice and its bootsteps."""
-    global _withdraw_pending
+    global _withdraw_pending, _worker_pid
     with _lock:
         _withdraw_pending = False
+        _worker_pid = os.getpid()
         if not _workers:
             _open_notice_file()
         if sender is not None:
             _workers.add(sender)
     if sender is not None:
-        _soft.leave_early(sender)
+        _soft.leave_early(sender, tasks_running)
     app = getattr(sender, "app", None)
     if app is not None:
         # The worker builds its blueprints from app.steps right after this signal.
@@ -108,8 +110,14 @@ def _on_shutting_down(**_: Any) -> None:
 
 
 def _on_worker_process_init(**_: Any) -> None:
-    """A pool process starts: a spawned one maps the notice file of its worker."""
+    """A pool process starts: a spawned one maps the notice file of its worker.
+
+    The solo pool sends this signal in the worker's own process, which is no pool
+    process: its worker is known there (``_workers``) for as long as it runs.
+    """
     global _pool_process, _slot
+    if _workers and os.getpid() == _worker_pid:
+        return
     _pool_process = True
     path = os.environ.get(NOTICE_FILE_ENV)
     if path and path != _notice_file:

@@ -155,3 +155,28 @@ def test_a_notice_without_a_running_worker_does_not_requeue_a_delivery(app: Cele
 
     # Then it ran instead of going back on a queue
     assert result == 42
+
+
+def test_a_solo_worker_leaves_no_pool_process_behind(app: Celery) -> None:
+    # Given a worker whose solo pool announced its "pool process" in the worker's own
+    # process, as Celery's solo pool does, and which has stopped since
+    worker = FakeWorker()
+    _worker._on_worker_init(sender=worker)
+    _worker._on_worker_process_init()
+    _worker._worker_stopped(worker)
+
+    @app.task(base=ResumableTask, bind=True, shared=False)
+    def job(self: Any, value: int) -> int:
+        return value * 2
+
+    # When a stop is noticed in the process and a task is called with a request
+    request_shutdown()
+    job.push_request(id=str(uuid.uuid4()), args=(21,), kwargs={}, called_directly=False)
+    try:
+        result = job(21)
+    finally:
+        job.pop_request()
+        clear_shutdown()
+
+    # Then it ran instead of going back on a queue: no worker of this process stops
+    assert result == 42

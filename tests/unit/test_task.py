@@ -303,3 +303,26 @@ def test_retry_does_not_retry_a_step_mismatch_given_by_position(
 
     assert result.state == "FAILURE"
     assert isinstance(result.result, StepMismatchError)
+
+
+def test_a_retry_without_throw_raised_by_the_body_is_retried(
+    app: Celery, checkpoints: CheckpointStore
+) -> None:
+    ran: list[int] = []
+
+    @app.task(base=ResumableTask, bind=True, max_retries=3)
+    def flaky(self: Any) -> int:
+        # Given a task that asks for a retry without raising, then raises it itself
+        ran.append(self.request.retries)
+        if self.request.retries >= 2:
+            return 42
+        raise self.retry(exc=RuntimeError("not yet"), throw=False, countdown=0)
+
+    # When it runs eagerly, Celery running each retry at once
+    result = flaky.apply()
+
+    # Then every retry found the task free to claim, and the last one completed it
+    assert result.get() == 42
+    assert ran == [0, 1, 2]
+    checkpoint = checkpoints.get(result.id)
+    assert checkpoint is not None and checkpoint.status == "completed"
