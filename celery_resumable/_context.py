@@ -518,8 +518,8 @@ class Run:
         """
         if self.store is None or self.task_id is None or not self._claimed or self._released:
             return False
-        # After a commit that may have failed, or a rolled-back transaction the run went
-        # past, the stored row is the truth: only the status and the count change.
+        # After a rolled-back transaction the run went past, or a COMMIT whose outcome
+        # is unknown, the stored row is the truth: only the status and the count change.
         if self._committing:
             self._settle()
         progress = progress and (status == "completed" or not self._diverged)
