@@ -137,7 +137,17 @@ class Prepared:
                 raise
 
     def _check_size(self, parameters: Any) -> None:
-        named = zip(self.order, parameters, strict=True) if self.positional else parameters.items()
+        named = list(
+            zip(self.order, parameters, strict=True) if self.positional else parameters.items()
+        )
+        # A character is at most 4 bytes in UTF-8: most statements are surely small
+        # enough without encoding anything.
+        if (
+            self.limit is None
+            or 4 * sum(len(value) for _, value in named if isinstance(value, str | bytes))
+            <= self.limit
+        ):
+            return
         sizes = {
             name: len(value.encode() if isinstance(value, str) else value)
             for name, value in named
