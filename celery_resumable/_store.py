@@ -33,7 +33,8 @@ from ._records import (
     checkpoint_of,
     request_json,
 )
-from ._statements import MAX_TASK_ID, Statements, check_table_name, table, upgrade
+from ._statements import MAX_TASK_ID, Statements, check_table_name, table
+from ._upgrade import upgrade
 from .errors import CheckpointStoreError, ResumableError
 
 __all__ = ["CheckpointStore", "checkpoint_store", "store_for"]

@@ -193,13 +193,7 @@ class ResumableTask(Task):  # type: ignore[misc]
 
     def _on_success(self, run: Run) -> None:
         try:
-            try:
-                run.write("completed", release=True, attempts=3)
-            except CheckpointStoreError as exc:
-                if exc.transient:
-                    raise
-                # A completed row needs no progress: record the status alone.
-                run.write("completed", release=True, attempts=3, progress=False)
+            _write_final(run, "completed", attempts=3)
         except TaskInterrupted:
             logger.warning(
                 "task %s[%s] finished while its checkpoint was reset; its result stands",
@@ -318,13 +312,7 @@ class ResumableTask(Task):  # type: ignore[misc]
 
     def _save_quietly(self, run: Run, status: Status, *, progress: bool = True) -> None:
         try:
-            try:
-                run.write(status, release=True, attempts=2, progress=progress)
-            except CheckpointStoreError as exc:
-                if exc.transient or not progress:
-                    raise
-                logger.error("could not save the progress; the status is saved alone: %s", exc)
-                run.write(status, release=True, attempts=2, progress=False)
+            _write_final(run, status, attempts=2, progress=progress)
         except (CheckpointStoreError, LeaseLostError, TaskInterrupted) as exc:
             logger.error("could not save the checkpoint: %s", exc)
 
@@ -386,6 +374,21 @@ def _request_record(request: Any) -> dict[str, Any]:
         "ignore_result": True if request.ignore_result is True else None,
         "replaced_task_nesting": request.replaced_task_nesting or None,
     }
+
+
+def _write_final(run: Run, status: Status, *, attempts: int, progress: bool = True) -> None:
+    """Write the run's last status, releasing its lease.
+
+    A progress the database refuses for good (a value it will not take) is left out and
+    the status written alone; the row keeps its last good progress.
+    """
+    try:
+        run.write(status, release=True, attempts=attempts, progress=progress)
+    except CheckpointStoreError as exc:
+        if exc.transient or not progress:
+            raise
+        logger.error("could not save the progress; the status is saved alone: %s", exc)
+        run.write(status, release=True, attempts=attempts, progress=False)
 
 
 def _headers_of(request: Any) -> Mapping[str, Any]:

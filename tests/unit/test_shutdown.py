@@ -138,20 +138,26 @@ def test_sighup_sets_the_notice_only_when_celerys_handler_starts_a_stop() -> Non
     assert seen == [False, True]
 
 
-def test_a_notice_without_a_running_worker_does_not_requeue_a_delivery(app: Celery) -> None:
-    # Given the notice set in a process where no worker runs (a test sending the signal)
+def doubled_with_a_request(app: Celery, value: int) -> int:
+    """Call a task that doubles ``value`` with a request, as a worker calls it."""
+
     @app.task(base=ResumableTask, bind=True, shared=False)
     def job(self: Any, value: int) -> int:
         return value * 2
 
+    job.push_request(id=str(uuid.uuid4()), args=(value,), kwargs={}, called_directly=False)
+    try:
+        return int(job(value))
+    finally:
+        job.pop_request()
+
+
+def test_a_notice_without_a_running_worker_does_not_requeue_a_delivery(app: Celery) -> None:
+    # Given the notice set in a process where no worker runs (a test sending the signal)
     request_shutdown()
 
     # When the task is called with a request, as a worker calls it
-    job.push_request(id=str(uuid.uuid4()), args=(21,), kwargs={}, called_directly=False)
-    try:
-        result = job(21)
-    finally:
-        job.pop_request()
+    result = doubled_with_a_request(app, 21)
 
     # Then it ran instead of going back on a queue
     assert result == 42
@@ -165,17 +171,11 @@ def test_a_solo_worker_leaves_no_pool_process_behind(app: Celery) -> None:
     _worker._on_worker_process_init()
     _worker._worker_stopped(worker)
 
-    @app.task(base=ResumableTask, bind=True, shared=False)
-    def job(self: Any, value: int) -> int:
-        return value * 2
-
     # When a stop is noticed in the process and a task is called with a request
     request_shutdown()
-    job.push_request(id=str(uuid.uuid4()), args=(21,), kwargs={}, called_directly=False)
     try:
-        result = job(21)
+        result = doubled_with_a_request(app, 21)
     finally:
-        job.pop_request()
         clear_shutdown()
 
     # Then it ran instead of going back on a queue: no worker of this process stops
