@@ -8,13 +8,13 @@ finished steps and resumes the step in progress from its cursor.
 
 from __future__ import annotations
 
-from ._config import ResumableConfig
-from ._keyset import keyset
-from ._records import Checkpoint, FinishedStep
-from ._steps import iterate, set_cursor, step, step_cursor
-from ._store import CheckpointStore, checkpoint_store
-from ._task import ResumableTask
-from ._tx import set_step_cursor_tx, set_step_tx
+from celery_resumable.config import ResumableConfig
+from celery_resumable.keyset import keyset
+from celery_resumable.steps import iterate, set_cursor, step, step_cursor
+from celery_resumable.store.records import Checkpoint, FinishedStep
+from celery_resumable.store.store import CheckpointStore, checkpoint_store
+from celery_resumable.task import ResumableTask
+from celery_resumable.tx import set_step_cursor_tx, set_step_tx
 
 __all__ = [
     "Checkpoint",

@@ -9,10 +9,10 @@ from typing import Any
 import click
 from kombu.exceptions import OperationalError as BrokerError
 
-from ._operator import retry_task
-from ._records import STATUSES, Checkpoint, request_of
-from ._store import checkpoint_store
-from .errors import CheckpointBusyError, CheckpointStoreError, ResumableError
+from celery_resumable.errors import CheckpointBusyError, CheckpointStoreError, ResumableError
+from celery_resumable.store.operator import retry_task
+from celery_resumable.store.records import STATUSES, Checkpoint, request_of
+from celery_resumable.store.store import checkpoint_store
 
 __all__ = ["main", "resumable"]
 
@@ -242,6 +242,6 @@ def main() -> None:
 @click.option("--records", type=click.IntRange(10), default=400, show_default=True)
 def demo(records: int) -> None:
     """Run a task through a deploy: SIGTERM a worker mid-task, finish it on a new one."""
-    from .demo import run
+    from celery_resumable.demo import run
 
     raise SystemExit(run(count=records, stop_after=min(150, records // 3)))

@@ -27,7 +27,7 @@ from typing import Any
 import sqlalchemy as sa
 from celery import Celery
 
-from . import ResumableTask, checkpoint_store, iterate, step
+from celery_resumable import ResumableTask, checkpoint_store, iterate, step
 
 __all__ = ["app", "import_records", "run"]
 

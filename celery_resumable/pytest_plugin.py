@@ -33,12 +33,12 @@ from typing import Any
 import pytest
 from celery import Celery, current_app
 
-from ._config import forget_config
-from ._context import Boundary, Run
-from ._engines import dispose_engine
-from ._store import CheckpointStore, checkpoint_store
-from ._worker import clear_shutdown
-from .testing import interrupt_after_step, interrupt_at_cursor, interrupt_when
+from celery_resumable.config import forget_config
+from celery_resumable.run.context import Boundary, Run
+from celery_resumable.store.engines import dispose_engine
+from celery_resumable.store.store import CheckpointStore, checkpoint_store
+from celery_resumable.testing import interrupt_after_step, interrupt_at_cursor, interrupt_when
+from celery_resumable.worker.notice import clear_shutdown
 
 __all__ = [
     "ResumableInterrupt",

@@ -15,7 +15,7 @@ import contextlib
 from collections.abc import Callable, Iterator
 from typing import Any
 
-from ._context import Boundary, Run, interrupt_hooks
+from celery_resumable.run.context import Boundary, Run, interrupt_hooks
 
 __all__ = ["interrupt_after_step", "interrupt_at_cursor", "interrupt_when"]
 

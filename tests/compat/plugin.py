@@ -84,7 +84,7 @@ def _count_task_classes(cls: type[ResumableTask], /, **kwargs: Any) -> None:
 
 def _count_runs() -> None:
     """Count the runs ResumableTask enters, where the internals allow it."""
-    context = sys.modules.get("celery_resumable._context")
+    context = sys.modules.get("celery_resumable.run.context")
     enter = getattr(context, "enter", None)
     if context is None or not callable(enter):
         return

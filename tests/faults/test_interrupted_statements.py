@@ -12,7 +12,7 @@ from typing import Any
 
 import pytest
 
-from celery_resumable._records import State
+from celery_resumable.store.records import State
 from tests.faults.conftest import Faulty
 from tests.faults.obstruction import row_locked
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 
-from celery_resumable._records import State
+from celery_resumable.store.records import State
 from tests.faults.conftest import Faulty
 
 

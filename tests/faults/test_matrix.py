@@ -460,7 +460,7 @@ def test_purge_struck_by_a_fault_deletes_only_old_rows(faulty: Faulty) -> None:
 
 
 def state_done() -> Any:
-    from celery_resumable._records import State
+    from celery_resumable.store.records import State
 
     return State((), None, None, 0)
 

@@ -18,9 +18,9 @@ from celery.app.task import Context
 from kombu import Message
 
 from celery_resumable import CheckpointStore
-from celery_resumable._operator import retry_task
-from celery_resumable._records import State, request_json
-from celery_resumable._task import _request_record
+from celery_resumable.store.operator import retry_task
+from celery_resumable.store.records import State, request_json
+from celery_resumable.task import _request_record
 from tests.integration.conftest import DeploymentFactory
 from tests.integration.harness import APP, ROOT, Deployment, wait_for
 from tests.integration.worker_app import events

@@ -6,7 +6,7 @@ import time
 from collections import Counter
 
 from celery_resumable import CheckpointStore
-from celery_resumable._records import State
+from celery_resumable.store.records import State
 from tests.integration.conftest import DeploymentFactory, fresh_table, proxied
 from tests.integration.harness import TcpProxy, wait_for
 from tests.services import POSTGRES_URL

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from celery import Celery
 
 from celery_resumable import CheckpointStore, checkpoint_store
-from celery_resumable._worker import clear_shutdown
+from celery_resumable.worker.notice import clear_shutdown
 
 
 @pytest.fixture

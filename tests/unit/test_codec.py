@@ -27,7 +27,7 @@ from typing import (
 import pydantic
 import pytest
 
-from celery_resumable._codec import Scope, decode, encode, first_parameter_type, return_type
+from celery_resumable.codec.encode import Scope, decode, encode, first_parameter_type, return_type
 from celery_resumable.errors import CursorDecodeError, CursorEncodeError
 from tests.unit.sameness import assert_same
 

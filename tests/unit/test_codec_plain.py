@@ -7,8 +7,8 @@ from typing import Any, Literal, Optional
 
 import pytest
 
-from celery_resumable._codec import Scope, decode, encode
-from celery_resumable._plain import comes_back
+from celery_resumable.codec.encode import Scope, decode, encode
+from celery_resumable.codec.fast_path import comes_back
 from celery_resumable.errors import CursorEncodeError
 from tests.unit.sameness import assert_same
 

@@ -8,7 +8,7 @@ import pytest
 from celery import Celery
 
 from celery_resumable import ResumableConfig, ResumableTask
-from celery_resumable._config import config_for
+from celery_resumable.config import config_for
 
 
 def test_defaults() -> None:

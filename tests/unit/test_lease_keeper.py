@@ -11,10 +11,10 @@ import sqlalchemy as sa
 from celery import Celery
 
 from celery_resumable import CheckpointStore, ResumableTask
-from celery_resumable._config import config_for
-from celery_resumable._context import Run
-from celery_resumable._lease import LeaseKeeper, keeper
-from celery_resumable._store import store_for
+from celery_resumable.config import config_for
+from celery_resumable.run.context import Run
+from celery_resumable.store.store import store_for
+from celery_resumable.worker.lease_keeper import LeaseKeeper, keeper
 
 
 @pytest.fixture

@@ -8,7 +8,7 @@ from pathlib import Path
 import pytest
 
 from celery_resumable import CheckpointStore
-from celery_resumable._records import State
+from celery_resumable.store.records import State
 from tests.services import require_entry_point
 from tests.unit.test_cli import celery
 

@@ -14,8 +14,9 @@ import pytest
 from celery import Celery
 from celery.worker import state
 
-from celery_resumable import ResumableTask, _worker
-from celery_resumable._worker import clear_shutdown, request_shutdown, shutdown_requested
+from celery_resumable import ResumableTask
+from celery_resumable.worker import notice as _worker
+from celery_resumable.worker.notice import clear_shutdown, request_shutdown, shutdown_requested
 
 
 @pytest.fixture(autouse=True)

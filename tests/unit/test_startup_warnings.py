@@ -11,7 +11,7 @@ from celery import Celery
 from celery.contrib.testing.worker import start_worker
 
 from celery_resumable import ResumableTask, step
-from celery_resumable._worker import clear_shutdown
+from celery_resumable.worker.notice import clear_shutdown
 
 # start_worker finalizes the app, which registers every shared task defined so far in
 # the session (the unit tests define several under the same names).

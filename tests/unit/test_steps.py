@@ -24,7 +24,6 @@ from celery_resumable import (
     step,
     step_cursor,
 )
-from celery_resumable._records import State
 from celery_resumable.errors import (
     CursorDecodeError,
     CursorEncodeError,
@@ -34,6 +33,7 @@ from celery_resumable.errors import (
     NotInStepError,
     StepMismatchError,
 )
+from celery_resumable.store.records import State
 from celery_resumable.testing import interrupt_after_step, interrupt_at_cursor
 from tests.conftest import drop_table
 from tests.unit.sameness import assert_same

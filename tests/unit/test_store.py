@@ -8,8 +8,8 @@ import uuid
 import pytest
 
 from celery_resumable import CheckpointStore, FinishedStep
-from celery_resumable._records import State
 from celery_resumable.errors import CheckpointBusyError, CheckpointStoreError
+from celery_resumable.store.records import State
 
 
 def progress(*finished: str, current: str | None = None, cursor: object = None) -> State:

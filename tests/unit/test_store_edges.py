@@ -13,10 +13,10 @@ import sqlalchemy as sa
 from celery import Celery
 
 from celery_resumable import CheckpointStore
-from celery_resumable._config import config_for
-from celery_resumable._faults import is_conflict
-from celery_resumable._records import State
+from celery_resumable.config import config_for
 from celery_resumable.errors import CheckpointStoreError
+from celery_resumable.store.faults import is_conflict
+from celery_resumable.store.records import State
 from tests.conftest import drop_table
 
 

@@ -13,9 +13,9 @@ import sqlalchemy as sa
 from sqlalchemy.schema import CreateTable
 
 from celery_resumable import CheckpointStore
-from celery_resumable._engines import dispose_engine, engine_for
-from celery_resumable._records import State
-from celery_resumable._statements import table
+from celery_resumable.store.engines import dispose_engine, engine_for
+from celery_resumable.store.records import State
+from celery_resumable.store.statements import table
 from tests.conftest import drop_table
 from tests.services import MYSQL_URL, require
 

@@ -10,8 +10,9 @@ from typing import Any
 import pytest
 import sqlalchemy as sa
 
-from celery_resumable import CheckpointStore, FinishedStep, _operations
-from celery_resumable._records import State
+from celery_resumable import CheckpointStore, FinishedStep
+from celery_resumable.store import operations as _operations
+from celery_resumable.store.records import State
 
 
 def new_id() -> str:

@@ -16,9 +16,9 @@ from celery_resumable import (
     step,
     step_cursor,
 )
-from celery_resumable._worker import clear_shutdown, request_shutdown
 from celery_resumable.errors import StepMismatchError, TooManyInterruptionsError
 from celery_resumable.testing import interrupt_after_step, interrupt_at_cursor
+from celery_resumable.worker.notice import clear_shutdown, request_shutdown
 
 
 def test_self_retry_resumes_mid_cursor_in_the_first_step(

@@ -8,6 +8,6 @@ Importing this package does not import Django.
 
 from __future__ import annotations
 
-from ..._django_keyset import keyset_queryset
+from celery_resumable.contrib.django.keyset import keyset_queryset
 
 __all__ = ["keyset_queryset"]

@@ -7,7 +7,7 @@ from typing import Any
 from django.conf import settings
 from django.db import models
 
-from celery_resumable._config import DEFAULTS
+from celery_resumable.config import DEFAULTS
 
 __all__ = ["Checkpoint", "StoredJSONField", "table_name"]
 

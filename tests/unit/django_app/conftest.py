@@ -23,7 +23,7 @@ from celery import Celery
 from django.conf import settings
 from django.db import connections
 
-from celery_resumable._worker import clear_shutdown
+from celery_resumable.worker.notice import clear_shutdown
 from tests.services import MYSQL_URL, POSTGRES_URL, require
 
 _DIRECTORY = Path(tempfile.mkdtemp(prefix="resumable-django-"))

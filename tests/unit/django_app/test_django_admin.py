@@ -17,9 +17,9 @@ from django.test.utils import setup_test_environment, teardown_test_environment
 from django.urls import path
 
 from celery_resumable import CheckpointStore, ResumableTask, checkpoint_store, iterate, step
-from celery_resumable._records import State
-from celery_resumable._worker import clear_shutdown
 from celery_resumable.contrib.django.models import Checkpoint
+from celery_resumable.store.records import State
+from celery_resumable.worker.notice import clear_shutdown
 from tests.unit.django_app.conftest import drop
 
 

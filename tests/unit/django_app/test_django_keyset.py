@@ -14,8 +14,8 @@ from django.db.models import Case, F, IntegerField, Value, When
 from django.test.utils import CaptureQueriesContext
 
 from celery_resumable import ResumableTask, checkpoint_store, iterate, keyset
-from celery_resumable._django_keyset import is_queryset
 from celery_resumable.contrib.django import keyset_queryset
+from celery_resumable.contrib.django.keyset import is_queryset
 from celery_resumable.errors import CursorDecodeError
 from celery_resumable.testing import interrupt_at_cursor
 from tests.unit.django_app.models import Event, Item

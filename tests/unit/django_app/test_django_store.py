@@ -9,9 +9,9 @@ from celery import Celery
 from django.db import connections
 
 from celery_resumable import CheckpointStore, ResumableTask, checkpoint_store, iterate, step
-from celery_resumable._django import sqlalchemy_url
-from celery_resumable._engines import safe_url, secrets_of
+from celery_resumable.contrib.django.database import sqlalchemy_url
 from celery_resumable.errors import CheckpointStoreError
+from celery_resumable.store.engines import safe_url, secrets_of
 from celery_resumable.testing import interrupt_at_cursor
 from tests.unit.django_app.conftest import drop
 

@@ -7,8 +7,8 @@ from typing import Any, ClassVar
 from django.conf import settings
 from django.db import migrations
 
-from celery_resumable._config import DEFAULTS
-from celery_resumable._django import create_table, drop_table
+from celery_resumable.config import DEFAULTS
+from celery_resumable.contrib.django.database import create_table, drop_table
 
 
 def table_name() -> str:

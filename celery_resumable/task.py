@@ -12,12 +12,9 @@ from typing import Any, NoReturn
 from celery import Task
 from celery.exceptions import Ignore, Reject, Retry
 
-from . import _context, _worker, signals
-from ._config import ResumableConfig, config_for
-from ._context import Run
-from ._records import Status
-from ._store import store_for
-from .errors import (
+from celery_resumable import signals
+from celery_resumable.config import ResumableConfig, config_for
+from celery_resumable.errors import (
     AlreadyCompleted,
     CheckpointStoreError,
     LeaseBusy,
@@ -27,6 +24,11 @@ from .errors import (
     TaskInterrupted,
     TooManyInterruptionsError,
 )
+from celery_resumable.run import context as run_context
+from celery_resumable.run.context import Run
+from celery_resumable.store.records import Status
+from celery_resumable.store.store import store_for
+from celery_resumable.worker import notice
 
 __all__ = ["ResumableTask"]
 
@@ -79,18 +81,18 @@ class ResumableTask(Task):  # type: ignore[misc]
     def _run_resumable(self, body: Callable[..., Any], args: Any, kwargs: Any) -> Any:
         request = self.request
         config = self.resumable_config
-        outer = _context.running()
+        outer = run_context.running()
         if request.called_directly or (outer is not None and outer.holds(request.id)):
             # A direct call, or a task calling itself directly (its request copies the
             # caller's id): it runs inline, storing nothing of its own.
             return self._call_directly(config, body, args, kwargs)
         task_id = request.id
-        if not request.is_eager and _worker.worker_stopping():
+        if not request.is_eager and notice.worker_stopping():
             # A delivery that reaches a stopping worker goes back untouched and uncounted.
             logger.info("task %s[%s] received while stopping; re-queued", self.name, task_id)
             self._requeue(None)
         run = Run(self, task_id, config, store_for(config), eager=bool(request.is_eager))
-        token = _context.enter(run)
+        token = run_context.enter(run)
         try:
             run.claim(_request_record(request))
             result = body(*args, **kwargs)
@@ -125,7 +127,7 @@ class ResumableTask(Task):  # type: ignore[misc]
             raise
         finally:
             run.close()
-            _context.leave(token)
+            run_context.leave(token)
         self._on_success(run)
         return result
 
@@ -137,13 +139,13 @@ class ResumableTask(Task):  # type: ignore[misc]
         Inside another resumable run, the run-stopping exceptions reach that run, which
         saves and re-queues; outside one, a direct call never stops early.
         """
-        outer = _context.running()
+        outer = run_context.running()
         run = Run(self, None, config, None, stoppable=outer is not None, parent=outer)
-        token = _context.enter(run)
+        token = run_context.enter(run)
         try:
             return body(*args, **kwargs)
         finally:
-            _context.leave(token)
+            run_context.leave(token)
 
     def retry(
         self,
@@ -165,7 +167,7 @@ class ResumableTask(Task):  # type: ignore[misc]
         """
         if isinstance(exc, StepMismatchError | LeaseLostError):
             raise exc
-        run = _context.running()
+        run = run_context.running()
         if run is not None and run.task is self:
             if throw:
                 self._save_quietly(run, "failed")
@@ -184,7 +186,7 @@ class ResumableTask(Task):  # type: ignore[misc]
 
         The checkpoint of the replaced run is deleted before the replacement is sent.
         """
-        run = _context.running()
+        run = run_context.running()
         if run is not None and run.task is self:
             run.forget()
         return super().on_replace(sig)

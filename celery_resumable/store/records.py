@@ -11,7 +11,7 @@ from typing import Any, Literal
 
 from kombu.utils import json as kombu_json
 
-from ._types import JSONValue
+from celery_resumable._types import JSONValue
 
 __all__ = [
     "RESEND_OPTIONS",

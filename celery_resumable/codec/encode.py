@@ -26,9 +26,8 @@ from collections.abc import Mapping
 from decimal import Decimal
 from typing import Any
 
-from ._decoding import decode_value, type_name
-from ._plain import LARGE_FLOAT, comes_back
-from ._scope import (
+from celery_resumable._types import JSONValue
+from celery_resumable.codec.classes import (
     PydanticModel,
     Scope,
     class_kind,
@@ -37,9 +36,10 @@ from ._scope import (
     reference,
     return_type,
 )
-from ._tagged import DECODE_ERRORS, TAG
-from ._types import JSONValue
-from .errors import CursorDecodeError, CursorEncodeError
+from celery_resumable.codec.decode import decode_value, type_name
+from celery_resumable.codec.fast_path import LARGE_FLOAT, comes_back
+from celery_resumable.codec.tagged import DECODE_ERRORS, TAG
+from celery_resumable.errors import CursorDecodeError, CursorEncodeError
 
 __all__ = ["Scope", "decode", "encode", "first_parameter_type", "return_type"]
 

@@ -15,9 +15,9 @@ import zoneinfo
 from decimal import Decimal, InvalidOperation
 from typing import Any
 
-from ._scope import PydanticModel, Scope
-from ._types import JSONValue
-from .errors import CursorDecodeError
+from celery_resumable._types import JSONValue
+from celery_resumable.codec.classes import PydanticModel, Scope
+from celery_resumable.errors import CursorDecodeError
 
 __all__ = ["DECODE_ERRORS", "TAG", "build", "read_exact", "read_tagged"]
 

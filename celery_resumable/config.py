@@ -14,7 +14,7 @@ from typing import Any
 
 from celery import Celery
 
-from ._statements import check_table_name
+from celery_resumable.store.statements import check_table_name
 
 __all__ = ["DEFAULTS", "ResumableConfig", "config_for", "forget_config"]
 

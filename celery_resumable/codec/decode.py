@@ -18,10 +18,10 @@ import uuid
 from decimal import Decimal, InvalidOperation
 from typing import Any, NoReturn
 
-from ._scope import Scope, class_kind
-from ._tagged import DECODE_ERRORS, TAG, build, read_exact, read_tagged
-from ._types import JSONValue
-from .errors import CursorDecodeError
+from celery_resumable._types import JSONValue
+from celery_resumable.codec.classes import Scope, class_kind
+from celery_resumable.codec.tagged import DECODE_ERRORS, TAG, build, read_exact, read_tagged
+from celery_resumable.errors import CursorDecodeError
 
 __all__ = ["decode_value", "fits", "type_name"]
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import datetime as dt
 from typing import Any
 
-from ._records import RESEND_OPTIONS, request_of
-from ._store import CheckpointStore
+from celery_resumable.store.records import RESEND_OPTIONS, request_of
+from celery_resumable.store.store import CheckpointStore
 
 __all__ = ["retry_task"]
 

@@ -30,7 +30,7 @@ from billiard.process import current_process
 from celery import bootsteps
 from celery import signals as celery_signals
 
-from . import _soft, _startup  # noqa: F401 - _startup connects its worker_init receiver
+from celery_resumable.worker import soft, startup  # noqa: F401 - startup connects its worker_init receiver
 
 __all__ = [
     "clear_shutdown",
@@ -97,7 +97,7 @@ def _on_worker_init(sender: Any = None, **_: Any) -> None:
         if sender is not None:
             _workers.add(sender)
     if sender is not None:
-        _soft.leave_early(sender, tasks_running)
+        soft.leave_early(sender, tasks_running)
     app = getattr(sender, "app", None)
     if app is not None:
         # The worker builds its blueprints from app.steps right after this signal.

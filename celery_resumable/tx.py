@@ -10,10 +10,10 @@ from sqlalchemy import event
 from sqlalchemy.engine import Connection, Engine, ExceptionContext
 from sqlalchemy.orm import Session
 
-from ._codec import encode
-from ._context import Run, TxChange, current_run
-from ._steps import cursor_scope
-from .errors import NotInStepError
+from celery_resumable.codec.encode import encode
+from celery_resumable.errors import NotInStepError
+from celery_resumable.run.context import Run, TxChange, current_run
+from celery_resumable.steps import cursor_scope
 
 __all__ = ["set_step_cursor_tx", "set_step_tx"]
 
@@ -65,7 +65,7 @@ def _is_django(conn: object) -> bool:
     # Without django.db imported, nothing can be one of its connections.
     if "django.db" not in sys.modules:
         return False
-    from ._django_tx import is_django_connection
+    from celery_resumable.contrib.django.tx import is_django_connection
 
     return is_django_connection(conn)
 
@@ -79,7 +79,7 @@ def _write(
     what: str,
 ) -> None:
     if _is_django(conn):
-        from ._django_tx import write
+        from celery_resumable.contrib.django.tx import write
 
         write(run, conn, function, finish, value, what)
         return

@@ -6,7 +6,7 @@ import sys
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
-from .errors import CursorDecodeError
+from celery_resumable.errors import CursorDecodeError
 
 __all__ = ["is_queryset", "keyset_queryset"]
 
@@ -53,7 +53,7 @@ def keyset_queryset(
     from django.core.exceptions import FieldDoesNotExist
     from django.db.models import Q, QuerySet
 
-    from ._key_checks import check_batch_size, null_key_error
+    from celery_resumable._key_checks import check_batch_size, null_key_error
 
     if not isinstance(queryset, QuerySet):
         raise TypeError(f"expected a Django QuerySet, not {type(queryset).__qualname__}")

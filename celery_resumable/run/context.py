@@ -15,11 +15,9 @@ from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
 
-from . import _lease, _progress, _worker, signals
-from ._records import Claim, FinishedStep, State, Status
-from ._store import CheckpointStore
-from ._types import JSONValue
-from .errors import (
+from celery_resumable import signals
+from celery_resumable._types import JSONValue
+from celery_resumable.errors import (
     AlreadyCompleted,
     CheckpointBusyError,
     CheckpointStoreError,
@@ -33,11 +31,16 @@ from .errors import (
     StoreUnavailable,
     TaskInterrupted,
 )
+from celery_resumable.run.progress import progress_info, publish
+from celery_resumable.store.records import Claim, FinishedStep, State, Status
+from celery_resumable.store.store import CheckpointStore
+from celery_resumable.worker import notice
+from celery_resumable.worker.lease_keeper import keeper
 
 if TYPE_CHECKING:
     from celery import Task
 
-    from ._config import ResumableConfig
+    from celery_resumable.config import ResumableConfig
 
 __all__ = ["Boundary", "Run", "StepStart", "TxChange", "current_run", "running"]
 
@@ -202,7 +205,7 @@ class Run:
             self.in_progress = (checkpoint.current_step, checkpoint.cursor)
         self.interruptions = checkpoint.interruptions
         self._last_write = time.monotonic()
-        _lease.keeper.add(self)
+        keeper.add(self)
         if (self.finished or self.in_progress) and signals.task_resumed.receivers:
             signals.task_resumed.send(
                 sender=self.task,
@@ -408,7 +411,7 @@ class Run:
         # ``lease``). After a long transaction, renew at once rather than at the next tick.
         self._lease_until = max(self._lease_until, change.sent + self.lease_seconds)
         if self._lease_until - now < self.lease_seconds * 2 / 3:
-            _lease.keeper.renew_soon()
+            keeper.renew_soon()
         if self._interval is not None and now - self._last_progress >= self._interval:
             self._publish_progress(now)
 
@@ -442,7 +445,7 @@ class Run:
         self._check_lease(now)
         if not self._stoppable:
             return
-        if _worker.shutdown_requested():
+        if notice.shutdown_requested():
             raise TaskInterrupted("shutdown")
         if self._deadline is not None and self._progressed and now >= self._deadline:
             raise TaskInterrupted("max_runtime")
@@ -487,8 +490,8 @@ class Run:
         self._last_progress = now
         name, cursor = self.in_progress if self.in_progress is not None else (None, None)
         finished = [step.name for step in self.finished]
-        info = _progress.progress_info(name, cursor, finished, self._done, self._total)
-        _progress.publish(self.task, self.task_id, info)
+        info = progress_info(name, cursor, finished, self._done, self._total)
+        publish(self.task, self.task_id, info)
 
     def state(self) -> State:
         """The progress to write."""
@@ -624,7 +627,7 @@ class Run:
 
     def close(self) -> None:
         """Stop renewing the lease."""
-        _lease.keeper.remove(self)
+        keeper.remove(self)
 
     def _send(self, signal: Any, **kwargs: Any) -> None:
         if signal.receivers:

@@ -7,9 +7,9 @@ from collections.abc import Callable, Iterable, Iterator, Sized
 from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar, overload
 
-from ._codec import Scope, decode, encode, first_parameter_type, return_type
-from ._context import Run, current_run
-from .errors import CursorDecodeError, NotInStepError
+from celery_resumable.codec.encode import Scope, decode, encode, first_parameter_type, return_type
+from celery_resumable.errors import CursorDecodeError, NotInStepError
+from celery_resumable.run.context import Run, current_run
 
 __all__ = ["iterate", "set_cursor", "step", "step_cursor"]
 

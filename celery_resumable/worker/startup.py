@@ -16,7 +16,7 @@ from typing import Any
 from celery import Celery, bootsteps
 from celery import signals as celery_signals
 
-from ._config import DEFAULTS, config_for
+from celery_resumable.config import DEFAULTS, config_for
 
 __all__ = ["startup_warnings"]
 

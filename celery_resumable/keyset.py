@@ -18,9 +18,9 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.sql.selectable import Subquery
 
-from ._django_keyset import is_queryset, keyset_queryset
-from ._key_checks import check_batch_size, null_key_error
-from .errors import CursorDecodeError
+from celery_resumable._key_checks import check_batch_size, null_key_error
+from celery_resumable.contrib.django.keyset import is_queryset, keyset_queryset
+from celery_resumable.errors import CursorDecodeError
 
 __all__ = ["CountedKeyset", "Keyset", "Pages", "SelectPages", "keyset"]
 

@@ -23,7 +23,7 @@ import typing
 import weakref
 from typing import Any
 
-from .errors import CursorDecodeError
+from celery_resumable.errors import CursorDecodeError
 
 try:  # pydantic is optional
     from pydantic import BaseModel as PydanticModel

@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from celery import signals
 
-from .errors import CheckpointStoreError
+from celery_resumable.errors import CheckpointStoreError
 
 if TYPE_CHECKING:
-    from ._store import CheckpointStore
+    from celery_resumable.store.store import CheckpointStore
 
 __all__ = ["LeaseHolder", "LeaseKeeper", "keeper"]
 

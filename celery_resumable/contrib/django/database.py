@@ -16,7 +16,7 @@ from typing import Any
 import sqlalchemy as sa
 from sqlalchemy.engine import URL, Dialect
 
-from .errors import CheckpointStoreError
+from celery_resumable.errors import CheckpointStoreError
 
 __all__ = [
     "alias_of",
@@ -206,7 +206,7 @@ def create_table(schema_editor: Any, table_name: str) -> None:
     The table is the one ``resumable_create_tables`` would create; an existing table is
     kept as it is.
     """
-    from ._statements import check_table_name, table
+    from celery_resumable.store.statements import check_table_name, table
 
     connection = schema_editor.connection
     checkpoints = table(check_table_name(table_name))
@@ -220,7 +220,7 @@ def create_table(schema_editor: Any, table_name: str) -> None:
 
 def drop_table(schema_editor: Any, table_name: str) -> None:
     """Drop the checkpoint table (the migration reversed)."""
-    from ._statements import check_table_name
+    from celery_resumable.store.statements import check_table_name
 
     connection = schema_editor.connection
     if check_table_name(table_name) in connection.introspection.table_names():

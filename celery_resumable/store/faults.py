@@ -20,8 +20,8 @@ from dataclasses import dataclass
 
 from sqlalchemy import exc as sa_exc
 
-from ._engines import CONNECT_TIMEOUT, parsed_url, safe_url
-from .errors import CheckpointStoreError
+from celery_resumable.errors import CheckpointStoreError
+from celery_resumable.store.engines import CONNECT_TIMEOUT, parsed_url, safe_url
 
 __all__ = ["diagnosis", "is_conflict", "is_transient", "translated"]
 

@@ -23,13 +23,13 @@ from django.utils.connection import ConnectionProxy
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import Dialect
 
-from ._codec import encode
-from ._context import Run, TxChange
-from ._django import dialect_of
-from ._faults import is_transient
-from ._prepared import Outcome, Prepared
-from ._store import CheckpointStore
-from .errors import CheckpointStoreError, NotInStepError
+from celery_resumable.codec.encode import encode
+from celery_resumable.contrib.django.database import dialect_of
+from celery_resumable.errors import CheckpointStoreError, NotInStepError
+from celery_resumable.run.context import Run, TxChange
+from celery_resumable.store.faults import is_transient
+from celery_resumable.store.prepared import Outcome, Prepared
+from celery_resumable.store.store import CheckpointStore
 
 __all__ = ["is_django_connection", "write"]
 

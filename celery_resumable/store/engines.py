@@ -88,7 +88,7 @@ def _create_engine(url: str) -> Engine:
 def _parsed(url: str) -> URL:
     """``url`` parsed; a ``django`` URL becomes the URL of that Django database."""
     if _is_django(url):
-        from ._django import store_url
+        from celery_resumable.contrib.django.database import store_url
 
         return store_url(url)
     return parsed_url(url)
@@ -169,7 +169,7 @@ def safe_url(url: str) -> str:
 def secrets_of(url: str) -> tuple[str, ...]:
     """The secrets written in ``url`` (its password, secret query parameters)."""
     if _is_django(url):
-        from ._django import secrets_of as django_secrets
+        from celery_resumable.contrib.django.database import secrets_of as django_secrets
 
         return django_secrets(url)
     try:

@@ -21,21 +21,21 @@ from celery import Celery
 from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
-from ._config import ResumableConfig, config_for
-from ._engines import engine_for, safe_url, secrets_of
-from ._faults import is_conflict, translated
-from ._operations import Operations
-from ._prepared import Outcome, Prepared, StatementTooLargeError, abandon
-from ._records import (
+from celery_resumable.config import ResumableConfig, config_for
+from celery_resumable.errors import CheckpointStoreError, ResumableError
+from celery_resumable.store.engines import engine_for, safe_url, secrets_of
+from celery_resumable.store.faults import is_conflict, translated
+from celery_resumable.store.operations import Operations
+from celery_resumable.store.prepared import Outcome, Prepared, StatementTooLargeError, abandon
+from celery_resumable.store.records import (
     Claim,
     State,
     Status,
     checkpoint_of,
     request_json,
 )
-from ._statements import MAX_TASK_ID, Statements, check_table_name, table
-from ._upgrade import upgrade
-from .errors import CheckpointStoreError, ResumableError
+from celery_resumable.store.statements import MAX_TASK_ID, Statements, check_table_name, table
+from celery_resumable.store.upgrade import upgrade
 
 __all__ = ["CheckpointStore", "checkpoint_store", "store_for"]
 

@@ -14,7 +14,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
-from .errors import CheckpointStoreError
+from celery_resumable.errors import CheckpointStoreError
 
 __all__ = ["MAX_TASK_ID", "Statements", "check_table_name", "table"]
 

@@ -11,9 +11,9 @@ from typing import Any, TypeVar
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-from ._records import STATUSES, Checkpoint, Status, checkpoint_of
-from ._statements import Statements
-from .errors import CheckpointBusyError, CheckpointStoreError
+from celery_resumable.errors import CheckpointBusyError, CheckpointStoreError
+from celery_resumable.store.records import STATUSES, Checkpoint, Status, checkpoint_of
+from celery_resumable.store.statements import Statements
 
 __all__ = ["Operations"]
 
