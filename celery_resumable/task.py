@@ -29,6 +29,7 @@ from celery_resumable.run.context import Run
 from celery_resumable.store.records import Status
 from celery_resumable.store.store import store_for
 from celery_resumable.worker import notice
+from celery_resumable.worker.install import install
 
 __all__ = ["ResumableTask"]
 
@@ -56,6 +57,12 @@ class ResumableTask(Task):  # type: ignore[misc]
     def resumable_config(self) -> ResumableConfig:
         """The settings in force for this task."""
         return config_for(self.app, self)
+
+    @classmethod
+    def on_bound(cls, app: Any) -> None:
+        """Give the app's workers the resumable bootsteps (nothing runs until one starts)."""
+        super().on_bound(app)
+        install(app)
 
     def __init_subclass__(cls, **kwargs: Any) -> None:
         """Wrap the task body (``run``) of every task class in a resumable run.
@@ -86,6 +93,20 @@ class ResumableTask(Task):  # type: ignore[misc]
             # A direct call, or a task calling itself directly (its request copies the
             # caller's id): it runs inline, storing nothing of its own.
             return self._call_directly(config, body, args, kwargs)
+        notice.task_started()
+        try:
+            return self._run_delivery(request, config, body, args, kwargs)
+        finally:
+            notice.task_ended()
+
+    def _run_delivery(
+        self,
+        request: Any,
+        config: ResumableConfig,
+        body: Callable[..., Any],
+        args: Any,
+        kwargs: Any,
+    ) -> Any:
         task_id = request.id
         if not request.is_eager and notice.worker_stopping():
             # A delivery that reaches a stopping worker goes back untouched and uncounted.

@@ -8,7 +8,6 @@ import threading
 from typing import Any
 
 import sqlalchemy as sa
-from celery import signals
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Engine
 
@@ -40,14 +39,18 @@ def _forget_engines_after_fork() -> None:
         engine.dispose(close=False)
 
 
-os.register_at_fork(after_in_child=_forget_engines_after_fork)
+_fork_hook = False
 
 
 def engine_for(url: str) -> Engine:
     """Return this process's engine for ``url``, creating it on first use."""
+    global _fork_hook
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:
+            if not _fork_hook:
+                _fork_hook = True
+                os.register_at_fork(after_in_child=_forget_engines_after_fork)
             engine = _create_engine(url)
             _engines[url] = engine
         return engine
@@ -119,14 +122,11 @@ def pool_size() -> int:
 concurrency = os.cpu_count() or 2
 
 
-def _on_worker_init(sender: Any = None, **_: Any) -> None:
+def set_concurrency(value: object) -> None:
+    """Size the pools of engines made from now on for ``value`` concurrent runs."""
     global concurrency
-    value = getattr(sender, "concurrency", None)
-    if isinstance(value, int) and value > 0:
+    if isinstance(value, int) and not isinstance(value, bool) and value > 0:
         concurrency = value
-
-
-signals.worker_init.connect(_on_worker_init, weak=False)
 
 
 def _timeouts(url: URL) -> dict[str, Any]:

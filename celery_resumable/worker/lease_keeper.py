@@ -13,9 +13,7 @@ import logging
 import os
 import threading
 import time
-from typing import TYPE_CHECKING, Any, Protocol
-
-from celery import signals
+from typing import TYPE_CHECKING, Protocol
 
 from celery_resumable.errors import CheckpointStoreError
 
@@ -55,6 +53,7 @@ class LeaseKeeper:
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
         self._soon = False  # renew at once instead of at the next tick
+        self._fork_hook = False
 
     def renew_soon(self) -> None:
         """Renew the leases now, not at the next tick (a lease that has little time left)."""
@@ -75,6 +74,10 @@ class LeaseKeeper:
                 if wake:
                     self._period = lease[3] / 3
             if self._thread is None:
+                if not self._fork_hook:
+                    # A forked child has none of its parent's runs nor its thread.
+                    self._fork_hook = True
+                    os.register_at_fork(after_in_child=self._after_fork)
                 self._thread = threading.Thread(
                     target=self._loop, name="celery-resumable-lease", daemon=True
                 )
@@ -191,18 +194,3 @@ class LeaseKeeper:
 
 
 keeper = LeaseKeeper()
-os.register_at_fork(after_in_child=keeper._after_fork)
-
-
-def _in_worker(**_: Any) -> None:
-    keeper.stay(True)
-
-
-def _worker_gone(**_: Any) -> None:
-    keeper.stay(False)
-
-
-signals.worker_init.connect(_in_worker, weak=False)
-signals.worker_process_init.connect(_in_worker, weak=False)
-signals.worker_shutdown.connect(_worker_gone, weak=False)
-signals.worker_process_shutdown.connect(_worker_gone, weak=False)

@@ -9,6 +9,9 @@ wait out a soft shutdown), from ``worker_shutting_down``, and from a worker boot
 when the worker's blueprint begins to stop, which every stop path reaches (the
 remote-control ``shutdown`` command and a SIGHUP restart included). It withdraws the
 notice and removes the file once the worker has shut down and its tasks have ended.
+
+This module only keeps the notice; ``celery_resumable.worker.install`` calls it from
+Celery's signals and the worker's bootsteps.
 """
 
 from __future__ import annotations
@@ -27,17 +30,22 @@ from types import FrameType
 from typing import Any
 
 from billiard.process import current_process
-from celery import bootsteps
-from celery import signals as celery_signals
 
-from celery_resumable.worker import soft, startup  # noqa: F401 - startup connects its worker_init receiver
+from celery_resumable.worker import soft
 
 __all__ = [
+    "after_fork_in_child",
     "clear_shutdown",
+    "pool_process_started",
     "request_shutdown",
     "shutdown_requested",
+    "task_ended",
+    "task_started",
     "tasks_running",
+    "worker_started",
+    "worker_stopped",
     "worker_stopping",
+    "wrap_signal_handlers",
 ]
 
 logger = logging.getLogger("celery_resumable.worker")
@@ -60,6 +68,7 @@ _pool_process = False  # this process is a pool process of a worker
 _worker_pid: int | None = None  # the process the workers of ``_workers`` run in
 _tasks_running = 0  # tasks executing in this process (threads, greenlets, solo)
 _withdraw_pending = False  # the worker stopped; withdraw when its tasks have ended
+_removed_at_exit = False  # the notice file is removed when the process exits
 _lock = threading.Lock()
 
 
@@ -86,30 +95,19 @@ def worker_stopping() -> bool:
 # -- the worker's life -------------------------------------------------------------
 
 
-def _on_worker_init(sender: Any = None, **_: Any) -> None:
-    """A worker starts in this process: give it a fresh notice and its bootsteps."""
+def worker_started(worker: Any) -> None:
+    """``worker`` starts in this process: give it a fresh notice before its pool starts."""
     global _withdraw_pending, _worker_pid
     with _lock:
         _withdraw_pending = False
         _worker_pid = os.getpid()
         if not _workers:
             _open_notice_file()
-        if sender is not None:
-            _workers.add(sender)
-    if sender is not None:
-        soft.leave_early(sender, tasks_running)
-    app = getattr(sender, "app", None)
-    if app is not None:
-        # The worker builds its blueprints from app.steps right after this signal.
-        app.steps["worker"].add(NoticeOnStop)
-        app.steps["consumer"].add(WithdrawNoticeAfterStop)
+        _workers.add(worker)
+    soft.leave_early(worker, tasks_running)
 
 
-def _on_shutting_down(**_: Any) -> None:
-    request_shutdown()
-
-
-def _on_worker_process_init(**_: Any) -> None:
+def pool_process_started() -> None:
     """A pool process starts: a spawned one maps the notice file of its worker.
 
     The solo pool sends this signal in the worker's own process, which is no pool
@@ -132,11 +130,7 @@ def tasks_running() -> int:
     return _tasks_running + sum(_notice[1:_SIZE])
 
 
-def _on_worker_shutdown(sender: Any = None, **_: Any) -> None:
-    _worker_stopped(sender)
-
-
-def _worker_stopped(worker: Any) -> None:
+def worker_stopped(worker: Any) -> None:
     """The worker's pool has stopped: remove the notice file, then withdraw the notice.
 
     Threads or greenlets of a cold-stopped pool may still be running tasks in this
@@ -156,7 +150,8 @@ def _worker_stopped(worker: Any) -> None:
             clear_shutdown()
 
 
-def _on_task_prerun(**_: Any) -> None:
+def task_started() -> None:
+    """A task starts running in this process."""
     global _tasks_running
     with _lock:
         _tasks_running += 1
@@ -168,7 +163,8 @@ def _publish_running() -> None:
         _notice[_slot] = min(_tasks_running, 255)
 
 
-def _on_task_postrun(**_: Any) -> None:
+def task_ended() -> None:
+    """A task of this process ended; the last one withdraws a notice its stopped worker left."""
     global _tasks_running, _withdraw_pending
     with _lock:
         _tasks_running = max(_tasks_running - 1, 0)
@@ -178,7 +174,8 @@ def _on_task_postrun(**_: Any) -> None:
             clear_shutdown()
 
 
-def _after_fork_in_child() -> None:
+def after_fork_in_child() -> None:
+    """A forked process runs no task yet and shares no lock with its parent."""
     global _tasks_running, _withdraw_pending, _lock, _slot
     _tasks_running = 0
     _slot = None
@@ -191,7 +188,7 @@ def _after_fork_in_child() -> None:
 
 def _open_notice_file() -> None:
     """Map a new, clear notice from a file that spawned pool processes can open."""
-    global _notice, _notice_file, _notice_owner
+    global _notice, _notice_file, _notice_owner, _removed_at_exit
     _remove_notice_file()
     try:
         descriptor, path = tempfile.mkstemp(prefix="celery-resumable-notice-")
@@ -211,6 +208,9 @@ def _open_notice_file() -> None:
         os.close(descriptor)
     _notice_file, _notice_owner = path, os.getpid()
     os.environ[NOTICE_FILE_ENV] = path
+    if not _removed_at_exit:
+        _removed_at_exit = True
+        atexit.register(_remove_notice_file)
 
 
 def _attach_notice_file(path: str) -> None:
@@ -243,35 +243,6 @@ def _remove_notice_file() -> None:
         os.unlink(path)
 
 
-class NoticeOnStop(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Worker bootstep: sets the notice when the worker begins to stop, before its pool.
-
-    Every stop of a worker, warm or cold (a signal, the remote-control ``shutdown``
-    command, a SIGHUP restart, ``start_worker`` leaving its block), closes the worker's
-    blueprint before stopping its steps; the pool then waits for tasks that already
-    know to save and go back on the queue.
-    """
-
-    label = "resumable notice"
-
-    def close(self, parent: Any) -> None:
-        """Set the shutdown notice."""
-        request_shutdown()
-
-
-class WithdrawNoticeAfterStop(bootsteps.StartStopStep):  # type: ignore[misc]
-    """Consumer bootstep: withdraws the notice once the worker and its pool have stopped."""
-
-    label = "resumable notice withdrawal"
-
-    def shutdown(self, parent: Any) -> None:
-        """Withdraw the notice of the stopped worker; never fails the shutdown."""
-        try:
-            _worker_stopped(parent.controller)
-        except Exception:
-            logger.exception("could not withdraw the shutdown notice")
-
-
 # -- signal handlers -------------------------------------------------------------------
 
 # Set before Celery's handler runs: on the soft path it waits inside the handler.
@@ -281,7 +252,7 @@ _NOTICE_FIRST = ("SIGTERM", "SIGQUIT", "SIGINT")
 _NOTICE_IF_STOPPING = ("SIGHUP",)
 
 
-def _on_worker_ready(**_: Any) -> None:
+def wrap_signal_handlers() -> None:
     """Put the notice in front of (or behind) Celery's own shutdown handlers."""
     if threading.current_thread() is not threading.main_thread():
         return
@@ -327,14 +298,3 @@ def _celery_stopping() -> bool:
         flag is not None and flag is not False
         for flag in (state.should_stop, state.should_terminate)
     )
-
-
-celery_signals.worker_init.connect(_on_worker_init, weak=False)
-celery_signals.worker_shutting_down.connect(_on_shutting_down, weak=False)
-celery_signals.worker_ready.connect(_on_worker_ready, weak=False)
-celery_signals.worker_process_init.connect(_on_worker_process_init, weak=False)
-celery_signals.worker_shutdown.connect(_on_worker_shutdown, weak=False)
-celery_signals.task_prerun.connect(_on_task_prerun, weak=False)
-celery_signals.task_postrun.connect(_on_task_postrun, weak=False)
-os.register_at_fork(after_in_child=_after_fork_in_child)
-atexit.register(_remove_notice_file)

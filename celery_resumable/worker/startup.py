@@ -11,14 +11,12 @@ from __future__ import annotations
 import difflib
 import logging
 import os
-from typing import Any
 
-from celery import Celery, bootsteps
-from celery import signals as celery_signals
+from celery import Celery
 
 from celery_resumable.config import DEFAULTS, config_for
 
-__all__ = ["startup_warnings"]
+__all__ = ["log_startup_warnings", "startup_warnings"]
 
 logger = logging.getLogger("celery_resumable")
 
@@ -26,6 +24,12 @@ _PREFIX = "resumable_"
 _KNOWN = [name.removeprefix(_PREFIX) for name in DEFAULTS]
 _DEFAULT_STORE_URL: str = DEFAULTS["resumable_store_url"]
 _DEFAULT_STORE_FILE = _DEFAULT_STORE_URL.removeprefix("sqlite:///")
+
+
+def log_startup_warnings(app: Celery) -> None:
+    """Log the warnings of a worker of ``app`` that starts."""
+    for warning in startup_warnings(app):
+        logger.warning("%s", warning)
 
 
 def startup_warnings(app: Celery) -> list[str]:
@@ -86,25 +90,3 @@ def _uses_default_store(app: Celery) -> bool:
     except ValueError:
         return False  # a bad setting fails the task with its own clear error
     return _DEFAULT_STORE_URL in urls
-
-
-class StartupWarnings(bootsteps.Step):  # type: ignore[misc]
-    """Logs the start-up warnings when the worker's blueprint is built."""
-
-    name = "celery_resumable.StartupWarnings"
-
-    def __init__(self, parent: Any, **kwargs: Any) -> None:
-        super().__init__(parent, **kwargs)
-        for warning in startup_warnings(parent.app):
-            logger.warning("%s", warning)
-
-
-def _on_worker_init(sender: Any = None, **_: Any) -> None:
-    app = getattr(sender, "app", None)
-    if app is not None:
-        # The worker builds its blueprint from app.steps right after this signal, once
-        # its logging is set up.
-        app.steps["worker"].add(StartupWarnings)
-
-
-celery_signals.worker_init.connect(_on_worker_init, weak=False)

@@ -15,6 +15,7 @@ from celery import Celery
 from celery.worker import state
 
 from celery_resumable import ResumableTask
+from celery_resumable.worker import install
 from celery_resumable.worker import notice as _worker
 from celery_resumable.worker.notice import clear_shutdown, request_shutdown, shutdown_requested
 
@@ -57,7 +58,7 @@ def test_signal_handlers_set_the_notice_before_celerys_own_handler() -> None:
     previous = signal.signal(signal.SIGINT, lambda signum, frame: seen.append(shutdown_requested()))
     try:
         # When the worker is ready and the signal arrives
-        _worker._on_worker_ready()
+        _worker.wrap_signal_handlers()
         os.kill(os.getpid(), signal.SIGINT)
         time.sleep(0.05)
     finally:
@@ -67,12 +68,28 @@ def test_signal_handlers_set_the_notice_before_celerys_own_handler() -> None:
     assert seen == [True]
 
 
-def test_worker_shutting_down_signal_sets_the_notice() -> None:
+class StartingWorker:
+    """The parts of a WorkController that the resumable bootstep reads."""
+
+    def __init__(self, app: Celery) -> None:
+        self.app = app
+        self.concurrency = 1
+
+
+def test_worker_shutting_down_signal_sets_the_notice(app: Celery) -> None:
     from celery import signals
 
-    signals.worker_shutting_down.send(sender="w1@host", sig="SIGTERM", how="Warm", exitcode=0)
+    # Given the resumable bootstep of a worker starting in this process
+    worker = StartingWorker(app)
+    install.ResumableWorker(worker)
+    try:
+        # When Celery announces the worker's shutdown
+        signals.worker_shutting_down.send(sender="w1@host", sig="SIGTERM", how="Warm", exitcode=0)
 
-    assert shutdown_requested()
+        # Then the notice is set
+        assert shutdown_requested()
+    finally:
+        signals.worker_shutdown.send(sender=worker)
 
 
 class FakeWorker:
@@ -80,14 +97,14 @@ class FakeWorker:
 
 
 def wait_for_notice_in_pool_process(flag: Any) -> None:
-    _worker._on_worker_process_init()
+    _worker.pool_process_started()
     wait_for_notice(flag)
 
 
 def test_a_spawned_pool_process_sees_the_notice_of_its_worker() -> None:
     # Given a worker started in this process, and a pool process spawned afresh
     worker = FakeWorker()
-    _worker._on_worker_init(sender=worker)
+    _worker.worker_started(worker)
     try:
         path = os.environ[_worker.NOTICE_FILE_ENV]
         context = multiprocessing.get_context("spawn")
@@ -100,7 +117,7 @@ def test_a_spawned_pool_process_sees_the_notice_of_its_worker() -> None:
         request_shutdown()
         child.join(30)
     finally:
-        _worker._worker_stopped(worker)
+        _worker.worker_stopped(worker)
 
     # Then the spawned process saw it; once the worker stopped, the notice and its file are gone
     assert flag.value == 1
@@ -124,7 +141,7 @@ def test_sighup_sets_the_notice_only_when_celerys_handler_starts_a_stop() -> Non
     try:
         for handler in (warn_only, restart):
             signal.signal(signal.SIGHUP, handler)
-            _worker._on_worker_ready()
+            _worker.wrap_signal_handlers()
 
             # When SIGHUP arrives
             os.kill(os.getpid(), signal.SIGHUP)
@@ -168,9 +185,9 @@ def test_a_solo_worker_leaves_no_pool_process_behind(app: Celery) -> None:
     # Given a worker whose solo pool announced its "pool process" in the worker's own
     # process, as Celery's solo pool does, and which has stopped since
     worker = FakeWorker()
-    _worker._on_worker_init(sender=worker)
-    _worker._on_worker_process_init()
-    _worker._worker_stopped(worker)
+    _worker.worker_started(worker)
+    _worker.pool_process_started()
+    _worker.worker_stopped(worker)
 
     # When a stop is noticed in the process and a task is called with a request
     request_shutdown()
