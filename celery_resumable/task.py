@@ -6,7 +6,7 @@ import functools
 import logging
 import random
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from typing import Any, NoReturn
 
 from celery import Task
@@ -14,6 +14,12 @@ from celery.exceptions import Ignore, Reject, Retry
 
 from celery_resumable import signals
 from celery_resumable.config import ResumableConfig, config_for
+from celery_resumable.delivery import (
+    DEFERRED_SINCE,
+    DEFERRED_TIMES,
+    request_record,
+    resent_headers,
+)
 from celery_resumable.errors import (
     AlreadyCompleted,
     CheckpointStoreError,
@@ -35,10 +41,6 @@ __all__ = ["ResumableTask"]
 
 logger = logging.getLogger("celery_resumable")
 
-# Message headers of a task deferred because its store could not be reached: since when
-# (wall clock, seconds) and how many times, to bound the wait and back off.
-_DEFERRED_SINCE = "resumable_deferred_since"
-_DEFERRED_TIMES = "resumable_deferred_times"
 _MAX_BACKOFF = 60.0
 
 
@@ -115,7 +117,7 @@ class ResumableTask(Task):  # type: ignore[misc]
         run = Run(self, task_id, config, store_for(config), eager=bool(request.is_eager))
         token = run_context.enter(run)
         try:
-            run.claim(_request_record(request))
+            run.claim(request_record(request))
             result = body(*args, **kwargs)
         except TaskInterrupted as stop:
             self._on_interrupt(run, stop)
@@ -280,8 +282,8 @@ class ResumableTask(Task):  # type: ignore[misc]
             logger.error("task %s[%s] failed: %s", self.name, request.id, error)
             raise error from None
         now = time.time()
-        since = _number(getattr(request, _DEFERRED_SINCE, None), now)
-        times = int(_number(getattr(request, _DEFERRED_TIMES, None), 0))
+        since = _number(getattr(request, DEFERRED_SINCE, None), now)
+        times = int(_number(getattr(request, DEFERRED_TIMES, None), 0))
         remaining = self.resumable_config.store_wait - (now - since)
         if remaining <= 0:
             logger.error(
@@ -307,7 +309,7 @@ class ResumableTask(Task):  # type: ignore[misc]
                 self.backend.mark_as_retry(request.id, waiting, request=request)
             except Exception as exc:  # noqa: BLE001 - the state is a courtesy; the deferral matters
                 logger.warning("could not mark task %s as waiting: %s", request.id, exc)
-        self._requeue(delay, {_DEFERRED_SINCE: since, _DEFERRED_TIMES: times + 1})
+        self._requeue(delay, {DEFERRED_SINCE: since, DEFERRED_TIMES: times + 1})
 
     def _requeue(self, countdown: float | None, deferral: dict[str, Any] | None = None) -> NoReturn:
         """Publish this request again under the same id and retry count, then end this run.
@@ -316,12 +318,7 @@ class ResumableTask(Task):  # type: ignore[misc]
         expire because it was interrupted.
         """
         request = self.request
-        headers = {
-            name: value
-            for name, value in _headers_of(request).items()
-            if name not in (_DEFERRED_SINCE, _DEFERRED_TIMES)
-        }
-        headers.update(deferral or {})
+        headers = resent_headers(request, deferral)
         signature = self.signature_from_request(
             request, countdown=countdown, retries=request.retries, expires=None
         )
@@ -340,65 +337,6 @@ class ResumableTask(Task):  # type: ignore[misc]
             logger.error("could not save the checkpoint: %s", exc)
 
 
-# Headers a request does not carry over when it is sent again: RabbitMQ's dead-letter
-# history (as Celery's own retry drops it) and this package's deferral counters.
-_HEADERS_NOT_RESENT = frozenset(
-    {
-        "x-death",
-        "x-first-death-exchange",
-        "x-first-death-queue",
-        "x-first-death-reason",
-        "x-last-death-exchange",
-        "x-last-death-queue",
-        "x-last-death-reason",
-        _DEFERRED_SINCE,
-        _DEFERRED_TIMES,
-    }
-)
-
-
-def _request_record(request: Any) -> dict[str, Any]:
-    """What ``celery resumable retry`` needs to send the task again as Celery sent it.
-
-    The options ``Task.signature_from_request`` sends a retry with, under their
-    ``send_task`` names, except ``expires`` (a task sent again does not expire because
-    it failed once) and ``retries`` (its count starts over). Unset fields are dropped
-    when the record is stored.
-    """
-    delivery = request.delivery_info or {}
-    limits = request.timelimit
-    hard, soft = limits if isinstance(limits, list | tuple) and len(limits) == 2 else (None, None)
-    headers = {
-        name: value
-        for name, value in _headers_of(request).items()
-        if name not in _HEADERS_NOT_RESENT
-    }
-    return {
-        "args": list(request.args or ()),
-        "kwargs": dict(request.kwargs or {}),
-        "exchange": delivery.get("exchange"),
-        "routing_key": delivery.get("routing_key"),
-        "priority": delivery.get("priority"),
-        "chain": request.chain,
-        "link": request.callbacks,
-        "link_error": request.errbacks,
-        "chord": request.chord,
-        "group_id": request.group,
-        "group_index": request.group_index,
-        # Celery makes a task its own root when none is given.
-        "root_id": None if request.root_id == request.id else request.root_id,
-        "parent_id": request.parent_id,
-        "shadow": request.shadow,
-        "time_limit": hard,
-        "soft_time_limit": soft,
-        "headers": headers,
-        "reply_to": request.reply_to,
-        "origin": request.origin,
-        "ignore_result": True if request.ignore_result is True else None,
-        "replaced_task_nesting": request.replaced_task_nesting or None,
-    }
-
-
 def _write_final(run: Run, status: Status, *, attempts: int, progress: bool = True) -> None:
     """Write the run's last status, releasing its lease.
 
@@ -412,12 +350,6 @@ def _write_final(run: Run, status: Status, *, attempts: int, progress: bool = Tr
             raise
         logger.error("could not save the progress; the status is saved alone: %s", exc)
         run.write(status, release=True, attempts=attempts, progress=False)
-
-
-def _headers_of(request: Any) -> Mapping[str, Any]:
-    """The request's custom headers (``apply(headers=...)`` takes whatever it is given)."""
-    headers = request.headers
-    return headers if isinstance(headers, Mapping) else {}
 
 
 def _number(value: Any, default: float) -> float:

@@ -18,9 +18,9 @@ from celery.app.task import Context
 from kombu import Message
 
 from celery_resumable import CheckpointStore
+from celery_resumable.delivery import request_record
 from celery_resumable.store.operator import retry_task
 from celery_resumable.store.records import State, request_json
-from celery_resumable.task import _request_record
 from tests.integration.conftest import DeploymentFactory
 from tests.integration.harness import APP, ROOT, Deployment, wait_for
 from tests.integration.worker_app import events
@@ -54,7 +54,8 @@ def failed(store: CheckpointStore, task_id: str) -> bool:
     return checkpoint is not None and checkpoint.status == "failed"
 
 
-@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+@pytest.mark.redis
+@pytest.mark.parametrize("broker", ["redis", pytest.param("rabbitmq", marks=pytest.mark.rabbitmq)])
 def test_retry_of_a_failed_chain_member_runs_the_rest_of_the_chain(
     deploy: DeploymentFactory, tmp_path: Path, broker: str
 ) -> None:
@@ -91,6 +92,7 @@ def test_retry_of_a_failed_chain_member_runs_the_rest_of_the_chain(
     assert len(deployment.events(first_id, "prepare")) == 1
 
 
+@pytest.mark.redis
 def test_retry_keeps_the_error_callback(deploy: DeploymentFactory, tmp_path: Path) -> None:
     # Given a task with an error callback that failed, and whose callback ran once
     deployment = deploy("redis", settings={"resumable_checkpoint_interval": None}, backend=BACKEND)
@@ -184,7 +186,7 @@ def test_the_stored_request_is_json_and_resends_the_message_celery_sent(
 
     # When its first run records the request, the run fails, and the task is retried
     store = CheckpointStore(app.conf.resumable_store_url)
-    store.claim(task_id, "proj.fragile", "owner", 60, _request_record(request))
+    store.claim(task_id, "proj.fragile", "owner", 60, request_record(request))
     store.save(task_id, "owner", State((), None, None, 0), status="failed", lease_seconds=0)
     assert retry_task(app, store, task_id) is None
     resent = take_message(app)

@@ -33,7 +33,7 @@ def runs(store_url: str, table_name: str) -> Iterator[tuple[CheckpointStore, lis
     for number in range(50):
         run = Run(job, f"task-{number}", config, store)
         run.claim()
-        keeper.remove(run)
+        keeper.remove(run.checkpoint.lease.door)
         claimed.append(run)
     yield store, claimed
     store.table.drop(store.engine)
@@ -56,9 +56,9 @@ def count_updates(store: CheckpointStore, tick: Any) -> int:
 def test_one_statement_renews_one_run_or_fifty(runs: tuple[CheckpointStore, list[Run]]) -> None:
     store, claimed = runs
     one, fifty = LeaseKeeper(), LeaseKeeper()
-    one.add(claimed[0])
+    one.add(claimed[0].checkpoint.lease.door)
     for run in claimed:
-        fifty.add(run)
+        fifty.add(run.checkpoint.lease.door)
     before = {c.task_id: c.lease_expires_at for c in store.list(limit=100)}
     store.purge_due()  # the purge that a tick runs every ten minutes is done
 
@@ -67,8 +67,8 @@ def test_one_statement_renews_one_run_or_fifty(runs: tuple[CheckpointStore, list
         statements = (count_updates(store, one.tick), count_updates(store, fifty.tick))
     finally:
         for run in claimed:
-            one.remove(run)
-            fifty.remove(run)
+            one.remove(run.checkpoint.lease.door)
+            fifty.remove(run.checkpoint.lease.door)
 
     # Then each sent one statement, and every lease moved forward
     assert statements == (1, 1)
@@ -82,7 +82,7 @@ def test_a_run_whose_lease_was_taken_learns_it_at_the_next_tick(
     store, claimed = runs
     ticker = LeaseKeeper()
     for run in claimed[:3]:
-        ticker.add(run)
+        ticker.add(run.checkpoint.lease.door)
     # Given an operator who force-reset one task and another run that took a second one
     store.reset("task-0", force=True)
     table = store.table
@@ -92,7 +92,7 @@ def test_a_run_whose_lease_was_taken_learns_it_at_the_next_tick(
     # When the keeper ticks
     ticker.tick()
     for run in claimed[:3]:
-        ticker.remove(run)
+        ticker.remove(run.checkpoint.lease.door)
 
     # Then the first stops to start over, the second stops as a stale run, the third goes on
     stops = []
