@@ -9,14 +9,14 @@ from __future__ import annotations
 
 import contextlib
 import dataclasses
+import datetime as dt
 import math
+import re
 from typing import Any
 
 from celery import Celery
 
-from celery_resumable.store.statements import check_table_name
-
-__all__ = ["DEFAULTS", "ResumableConfig", "config_for", "forget_config"]
+__all__ = ["DEFAULTS", "ResumableConfig", "check_table_name", "config_for", "forget_config"]
 
 DEFAULTS: dict[str, Any] = {
     "resumable_store_url": "sqlite:///celery_resumable.sqlite3",
@@ -25,7 +25,7 @@ DEFAULTS: dict[str, Any] = {
     "resumable_max_runtime": None,
     "resumable_lease_seconds": 60.0,
     "resumable_max_interruptions": 100,
-    "resumable_keep_completed": 604800.0,
+    "resumable_keep_completed": None,  # Celery's result_expires, else one day
     "resumable_create_tables": True,
     "resumable_store_wait": 300.0,
     "resumable_track_progress": True,
@@ -78,6 +78,8 @@ def config_for(app: Celery, task: object | None = None) -> ResumableConfig:
             override = getattr(task, name, _MISSING)
             if override is not _MISSING:
                 values[name] = override
+    if values["resumable_keep_completed"] is None:
+        values["resumable_keep_completed"] = _result_expires(app)
     config = ResumableConfig.from_mapping(values)
     with contextlib.suppress(AttributeError):  # objects without a __dict__ are not cached
         object.__setattr__(owner, _CACHE_ATTRIBUTE, config)
@@ -95,6 +97,19 @@ def forget_config(app: Celery) -> None:
 
 
 _MISSING = object()
+_ONE_DAY = 86400.0
+
+
+def _result_expires(app: Celery) -> float:
+    """Celery's ``result_expires`` in seconds; one day when results never expire."""
+    expires = app.conf.get("result_expires")
+    if isinstance(expires, dt.timedelta):
+        expires = expires.total_seconds()
+    if isinstance(expires, bool) or not isinstance(expires, int | float):
+        return _ONE_DAY
+    if not math.isfinite(expires) or expires <= 0:
+        return _ONE_DAY
+    return float(expires)
 
 
 def _text(values: dict[str, Any], name: str) -> str:
@@ -139,3 +154,23 @@ def _flag(values: dict[str, Any], name: str) -> bool:
     if not isinstance(value, bool):
         raise ValueError(f"{name} must be True or False, not {value!r}")
     return value
+
+
+# The longest index name of the table ("ix_<name>_status_updated") must fit PostgreSQL's
+# 63-character identifiers (MySQL allows 64).
+_MAX_TABLE_NAME = 63 - len("ix__status_updated")
+_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
+
+
+def check_table_name(name: str) -> str:
+    """Return ``name`` if it can name the checkpoint table everywhere; else raise ValueError."""
+    if not isinstance(name, str) or not _TABLE_NAME.fullmatch(name):
+        raise ValueError(
+            f"resumable_table_name must be letters, digits and underscores, not {name!r}"
+        )
+    if len(name) > _MAX_TABLE_NAME:
+        raise ValueError(
+            f"resumable_table_name {name!r} is {len(name)} characters long; at most "
+            f"{_MAX_TABLE_NAME} fit the names of its indexes on every database"
+        )
+    return name

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib
 import os
 import re
 import threading
@@ -15,6 +16,7 @@ __all__ = [
     "STATEMENT_TIMEOUT",
     "dispose_engine",
     "engine_for",
+    "is_django_url",
     "parsed_url",
     "pool_size",
     "safe_url",
@@ -88,12 +90,22 @@ def _create_engine(url: str) -> Engine:
     )
 
 
+# A ``django`` store URL is resolved from Django's settings by this module, imported by
+# name for such a URL only: importing the store never imports Django.
+_DJANGO_DATABASE = "celery_resumable.contrib.django.database"
+
+
+def is_django_url(url: str) -> bool:
+    """Whether ``url`` names a database of Django's settings (``django``, ``django://ALIAS``)."""
+    return url == "django" or url.startswith("django://")
+
+
 def _parsed(url: str) -> URL:
     """``url`` parsed; a ``django`` URL becomes the URL of that Django database."""
-    if _is_django(url):
-        from celery_resumable.contrib.django.database import store_url
-
-        return store_url(url)
+    if is_django_url(url):
+        database = importlib.import_module(_DJANGO_DATABASE)
+        found: URL = database.store_url(url)
+        return found
     return parsed_url(url)
 
 
@@ -107,10 +119,6 @@ def parsed_url(url: str) -> URL:
     except (ValueError, TypeError, AttributeError):
         # The driver's own message may quote the URL, password included.
         raise sa_exc.ArgumentError("Could not parse SQLAlchemy URL from given URL string") from None
-
-
-def _is_django(url: str) -> bool:
-    return url == "django" or url.startswith("django://")
 
 
 def pool_size() -> int:
@@ -155,7 +163,7 @@ def _sqlite_pragmas(dbapi_connection: Any, _record: Any) -> None:
 
 def safe_url(url: str) -> str:
     """``url`` with its password and secret query parameters replaced by ``***``."""
-    if _is_django(url):
+    if is_django_url(url):
         return url  # an alias of settings.DATABASES: no secret in it
     try:
         parsed = sa.engine.make_url(url)
@@ -167,14 +175,11 @@ def safe_url(url: str) -> str:
 
 
 def secrets_of(url: str) -> tuple[str, ...]:
-    """The secrets written in ``url`` (its password, secret query parameters)."""
-    if _is_django(url):
-        from celery_resumable.contrib.django.database import secrets_of as django_secrets
-
-        return django_secrets(url)
+    """The secrets of ``url`` (its password, secret query parameters); for a ``django``
+    URL, those of the Django database's settings, or none while they cannot be read."""
     try:
-        parsed = sa.engine.make_url(url)
-    except Exception:  # noqa: BLE001 - an unparsable URL fails later with a clear error
+        parsed = _parsed(url)
+    except Exception:  # noqa: BLE001 - an unusable URL fails later with a clear error
         return ()
     found = [str(parsed.password)] if parsed.password else []
     for name, value in parsed.query.items():

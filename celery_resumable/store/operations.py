@@ -5,13 +5,14 @@ from __future__ import annotations
 import logging
 import math
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 from typing import Any, TypeVar
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from celery_resumable.errors import CheckpointBusyError, CheckpointStoreError
+from celery_resumable.store.execute import Seam
 from celery_resumable.store.records import STATUSES, Checkpoint, Status, checkpoint_of
 from celery_resumable.store.statements import Statements
 
@@ -42,10 +43,7 @@ class Operations:
         # Checked when set (by the constructor): the keeper's background purge uses it.
         self._keep_completed = _seconds("keep_completed", seconds)
 
-    def _run(
-        self, task_id: str | None, action: str, work: Callable[[Connection, Statements], T]
-    ) -> T:
-        raise NotImplementedError
+    _seam: Seam
 
     def get(self, task_id: str) -> Checkpoint | None:
         """Return the checkpoint of ``task_id``, or None when there is none."""
@@ -53,7 +51,7 @@ class Operations:
         def read(connection: Connection, sql: Statements) -> Any:
             return connection.execute(sql.select, {"p_task_id": task_id}).mappings().first()
 
-        row = self._run(task_id, "read from", read)
+        row = self._seam.work(task_id, "read from", read)
         return None if row is None else checkpoint_of(row)
 
     def list(
@@ -82,7 +80,7 @@ class Operations:
         def read(connection: Connection, _: Statements) -> list[Checkpoint]:
             return [checkpoint_of(row) for row in connection.execute(query).mappings()]
 
-        return self._run(None, "list the checkpoints of", read)
+        return self._seam.work(None, "list the checkpoints of", read)
 
     def reset(self, task_id: str, force: bool = False) -> bool:
         """Delete the checkpoint of ``task_id`` so its next run starts over; True if one existed.
@@ -100,7 +98,7 @@ class Operations:
                 return False
             return None
 
-        deleted = self._run(task_id, "reset the checkpoint in", delete)
+        deleted = self._seam.work(task_id, "reset the checkpoint in", delete)
         if deleted is None:
             raise CheckpointBusyError(task_id)
         return deleted
@@ -139,7 +137,7 @@ class Operations:
         while True:
             # Bounded batches, each a read and a delete by primary key: no long lock, no
             # huge transaction, no lock on rows that stay.
-            found, batch = self._run(None, "purge", delete)
+            found, batch = self._seam.work(None, "purge", delete)
             deleted += batch
             if found < size:
                 return deleted

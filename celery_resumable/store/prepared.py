@@ -1,9 +1,9 @@
-"""Statements compiled once per database and run on the driver's own cursor.
+"""Statements compiled once per database, for the driver's own cursor.
 
 A run's statements (claim, write, release) are the library's hot path: SQLAlchemy builds
-and types them once, then they run on a pooled DBAPI connection without the execution
-machinery around each call. Parameters and rows go through the same SQLAlchemy type
-processors a Core ``execute`` would apply.
+and types them once, then ``execute`` runs them on a pooled DBAPI connection without
+the execution machinery around each call. Parameters and rows go through the same
+SQLAlchemy type processors a Core ``execute`` would apply.
 """
 
 from __future__ import annotations
@@ -13,8 +13,7 @@ from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
 import sqlalchemy as sa
-from sqlalchemy import exc as sa_exc
-from sqlalchemy.engine import CursorResult, Dialect, Engine
+from sqlalchemy.engine import CursorResult, Dialect
 from sqlalchemy.sql.compiler import SQLCompiler
 
 __all__ = ["Outcome", "Prepared", "StatementTooLargeError", "abandon"]
@@ -95,48 +94,8 @@ class Prepared:
             params[name] = process(params[name])
         return tuple(params[name] for name in self.order) if self.positional else params
 
-    def run(self, engine: Engine, values: Mapping[str, Any], *, rows: bool = False) -> Outcome:
-        """Execute on a pooled connection; driver errors are raised as SQLAlchemy's."""
-        parameters = self.parameters(values)
-        if self.limit is not None:
-            self._check_size(parameters)
-        dbapi_error = engine.dialect.loaded_dbapi.Error
-        try:
-            connection = engine.raw_connection()
-        except dbapi_error as error:  # could not connect
-            raise sa_exc.DBAPIError.instance(
-                None, None, error, dbapi_error, dialect=engine.dialect
-            ) from error
-        try:
-            cursor = connection.cursor()
-            try:
-                cursor.execute(self.sql, parameters)
-                returned = rows and cursor.description is not None
-                found = [self._row(row) for row in cursor.fetchall()] if returned else []
-                outcome = Outcome(found, cursor.rowcount)
-            except dbapi_error as error:
-                cursor.close()
-                raise self._translated(engine, connection, cursor, error) from error
-            except BaseException:
-                abandon(connection)
-                raise
-            cursor.close()
-            return outcome
-        finally:
-            connection.close()
-
-    def executed(self, engine: Engine, values: Mapping[str, Any], *, rows: bool = False) -> Outcome:
-        """Execute through SQLAlchemy's Core ``execute`` (what instrumented engines see)."""
-        with engine.connect() as connection:
-            try:
-                return Outcome.of(connection.execute(self.statement, dict(values)), rows)
-            except sa_exc.SQLAlchemyError:
-                raise
-            except BaseException:
-                abandon(connection)
-                raise
-
-    def _check_size(self, parameters: Any) -> None:
+    def check_size(self, parameters: Any) -> None:
+        """Raise StatementTooLargeError when ``parameters`` exceed ``limit`` bytes."""
         named = list(
             zip(self.order, parameters, strict=True) if self.positional else parameters.items()
         )
@@ -157,25 +116,9 @@ class Prepared:
         if self.limit is not None and size > self.limit:
             raise StatementTooLargeError(size, self.limit, sizes)
 
-    def _row(self, row: tuple[Any, ...]) -> dict[str, Any]:
+    def row(self, row: tuple[Any, ...]) -> dict[str, Any]:
+        """A row of the driver's, by column name, through the result processors."""
         return {
             name: value if process is None else process(value)
             for (name, process), value in zip(self.columns, row, strict=False)
         }
-
-    def _translated(
-        self, engine: Engine, connection: Any, cursor: Any, error: Exception
-    ) -> sa_exc.DBAPIError:
-        dialect = engine.dialect
-        disconnect = dialect.is_disconnect(error, connection.dbapi_connection, cursor)  # type: ignore[arg-type]
-        if disconnect:
-            connection.invalidate(error)
-        return sa_exc.DBAPIError.instance(  # type: ignore[return-value]
-            self.sql,
-            None,
-            error,
-            dialect.loaded_dbapi.Error,
-            hide_parameters=True,
-            connection_invalidated=disconnect,
-            dialect=dialect,
-        )

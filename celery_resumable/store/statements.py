@@ -6,7 +6,6 @@ one worker and judged by another is compared on one clock.
 
 from __future__ import annotations
 
-import re
 from collections.abc import Sequence
 from typing import Any
 
@@ -14,15 +13,12 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
+from celery_resumable.config import check_table_name
 from celery_resumable.errors import CheckpointStoreError
 
 __all__ = ["MAX_TASK_ID", "Statements", "check_table_name", "table"]
 
 MAX_TASK_ID = 255
-# The longest index name of the table ("ix_<name>_status_updated") must fit PostgreSQL's
-# 63-character identifiers (MySQL allows 64).
-_MAX_TABLE_NAME = 63 - len("ix__status_updated")
-_TABLE_NAME = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
 
 _JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
 _TIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
@@ -34,20 +30,6 @@ _TASK_ID = sa.String(MAX_TASK_ID).with_variant(
 _REQUEST = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 
 DIALECTS = ("sqlite", "postgresql", "mysql", "mariadb")
-
-
-def check_table_name(name: str) -> str:
-    """Return ``name`` if it can name the checkpoint table everywhere; else raise ValueError."""
-    if not isinstance(name, str) or not _TABLE_NAME.fullmatch(name):
-        raise ValueError(
-            f"resumable_table_name must be letters, digits and underscores, not {name!r}"
-        )
-    if len(name) > _MAX_TABLE_NAME:
-        raise ValueError(
-            f"resumable_table_name {name!r} is {len(name)} characters long; at most "
-            f"{_MAX_TABLE_NAME} fit the names of its indexes on every database"
-        )
-    return name
 
 
 def table(name: str) -> sa.Table:

@@ -1,0 +1,270 @@
+"""The one seam every statement of the store goes through.
+
+``Seam.statement`` runs one of a run's statements (compiled once, on the driver's own
+cursor); ``Seam.work`` runs an operator's statements on a SQLAlchemy connection. Both
+create the table on first use, run the statement again where that is the cure (``again``:
+a dropped connection, a deadlock victim), never reuse a connection an exception
+interrupted (``abandon``), and translate every database error into
+CheckpointStoreError (``faults.translated``). Statements written in a caller's open
+transaction (``set_step_tx``) run on the caller's connection through ``on_cursor`` or
+SQLAlchemy's ``execute``; they are the caller's to retry.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import random
+import time
+from collections.abc import Callable, Mapping
+from typing import Any, TypeVar
+
+import sqlalchemy as sa
+from sqlalchemy import exc as sa_exc
+from sqlalchemy.engine import Connection, Dialect, Engine
+from sqlalchemy.exc import DBAPIError, SQLAlchemyError
+
+from celery_resumable.errors import CheckpointStoreError, ResumableError
+from celery_resumable.store.engines import engine_for, safe_url, secrets_of
+from celery_resumable.store.faults import is_conflict, translated
+from celery_resumable.store.prepared import Outcome, Prepared, StatementTooLargeError, abandon
+from celery_resumable.store.statements import Statements
+from celery_resumable.store.upgrade import upgrade
+
+__all__ = ["DEADLOCK_TRIES", "Seam", "again", "on_cursor"]
+
+T = TypeVar("T")
+
+# How many times in all a statement chosen as a deadlock victim is run.
+DEADLOCK_TRIES = 5
+
+
+class Seam:
+    """Runs the statements of one checkpoint table, on the engine of one store URL."""
+
+    def __init__(self, url: str, table: sa.Table, *, create_tables: bool = True) -> None:
+        self.url = url
+        self.table = table
+        self.create_tables = create_tables
+        self.secrets = secrets_of(url)
+        self.where = f"the checkpoint store {safe_url(url)} (table {table.name!r})"
+        self._ready = False
+        self._statements: dict[str, Statements] = {}
+        self._prepared: dict[int, Prepared] = {}
+        self._packet: int | None = None  # MySQL's max_allowed_packet
+
+    @property
+    def engine(self) -> Engine:
+        """The SQLAlchemy engine of the store (created on first use)."""
+        with self.errors(None, "connect to"):
+            return engine_for(self.url)
+
+    def sql(self, dialect: Dialect) -> Statements:
+        """The table's statements for ``dialect``, built once."""
+        statements = self._statements.get(dialect.name)
+        if statements is None:
+            returning = bool(dialect.insert_returning)
+            statements = Statements(self.table, dialect.name, returning)
+            self._statements[dialect.name] = statements
+        return statements
+
+    def statement(
+        self,
+        task_id: str | None,
+        action: str,
+        choose: Callable[[Statements], Any],
+        values: Mapping[str, Any],
+        *,
+        rows: bool = False,
+    ) -> Outcome:
+        """Run the statement ``choose`` picks, compiled once, with ``values``."""
+        self.ensure_table(task_id)
+        with self.errors(task_id, action):
+            engine = engine_for(self.url)
+            prepared = self._prepare(engine, choose)
+            try:
+                return again(lambda: _run(engine, prepared, values, rows))
+            except StatementTooLargeError as large:
+                raise CheckpointStoreError(_too_large(large, values), task_id, False) from None
+
+    def work(
+        self, task_id: str | None, action: str, work: Callable[[Connection, Statements], T]
+    ) -> T:
+        """Run ``work`` on a connection of the store (autocommit: each statement commits).
+
+        Connections are not pinged before use: a statement that finds its connection
+        dropped (a database restart) is run once more on a new one, and one the database
+        rolled back to break a deadlock is run again (see ``again``). Every statement of
+        the store may run twice without harm.
+        """
+        self.ensure_table(task_id)
+
+        def once() -> T:
+            with engine_for(self.url).connect() as connection:
+                try:
+                    return work(connection, self.sql(connection.dialect))
+                except (SQLAlchemyError, ResumableError):
+                    raise
+                except BaseException:
+                    abandon(connection)
+                    raise
+
+        with self.errors(task_id, action):
+            return again(once)
+
+    def ensure_table(self, task_id: str | None) -> None:
+        """Create (or upgrade) the table once per process, unless told not to."""
+        if self._ready:
+            return
+        if self.create_tables:
+            with self.errors(task_id, "create the table in"):
+                engine = engine_for(self.url)
+                try:
+                    self.table.metadata.create_all(engine, checkfirst=True)
+                except SQLAlchemyError:
+                    # Another process may have created it between the check and the CREATE.
+                    if not sa.inspect(engine).has_table(self.table.name):
+                        raise
+                upgrade(engine, self.table)
+        self._ready = True
+
+    def errors(self, task_id: str | None, action: str) -> contextlib.AbstractContextManager[None]:
+        """Translate the database errors raised in the block into CheckpointStoreError."""
+        return translated(task_id, f"{action} {self.where}", self.secrets, url=self.url)
+
+    def _prepare(self, engine: Engine, choose: Callable[[Statements], Any]) -> Prepared:
+        sql = self.sql(engine.dialect)
+        statement = choose(sql)
+        prepared = self._prepared.get(id(statement))
+        if prepared is None:
+            prepared = Prepared(statement, engine.dialect, sql.returns.get(id(statement), ()))
+            if sql.dialect in ("mysql", "mariadb"):
+                prepared.limit = self._packet_limit(engine) - len(prepared.sql) - 1024
+            self._prepared[id(statement)] = prepared
+        return prepared
+
+    def _packet_limit(self, engine: Engine) -> int:
+        """The most bytes the MySQL/MariaDB server takes in one statement, read once."""
+        if self._packet is None:
+            with engine.connect() as connection:
+                query = sa.text("SELECT @@max_allowed_packet")
+                self._packet = int(connection.execute(query).scalar_one())
+        return self._packet
+
+
+def on_cursor(cursor: Any, prepared: Prepared, values: Mapping[str, Any], rows: bool) -> Outcome:
+    """Run ``prepared`` on a DBAPI cursor; its rows (when wanted) go through the type
+    processors a Core ``execute`` would apply. Driver errors pass as they are."""
+    parameters = prepared.parameters(values)
+    if prepared.limit is not None:
+        prepared.check_size(parameters)
+    cursor.execute(prepared.sql, parameters)
+    if not rows or cursor.description is None:
+        return Outcome([], cursor.rowcount)
+    return Outcome([prepared.row(row) for row in cursor.fetchall()], cursor.rowcount)
+
+
+def _run(engine: Engine, prepared: Prepared, values: Mapping[str, Any], rows: bool) -> Outcome:
+    if engine.dispatch.before_cursor_execute:
+        # An instrumented engine (statement listeners) gets SQLAlchemy's own execution,
+        # so that its listeners see every statement.
+        return _through_core(engine, prepared, values, rows)
+    dbapi_error = engine.dialect.loaded_dbapi.Error
+    try:
+        connection = engine.raw_connection()
+    except dbapi_error as error:  # could not connect
+        raise sa_exc.DBAPIError.instance(
+            None, None, error, dbapi_error, dialect=engine.dialect
+        ) from error
+    try:
+        cursor = connection.cursor()
+        try:
+            outcome = on_cursor(cursor, prepared, values, rows)
+        except dbapi_error as error:
+            cursor.close()
+            raise _translated(engine, prepared, connection, cursor, error) from error
+        except BaseException:
+            abandon(connection)
+            raise
+        cursor.close()
+        return outcome
+    finally:
+        connection.close()
+
+
+def _through_core(
+    engine: Engine, prepared: Prepared, values: Mapping[str, Any], rows: bool
+) -> Outcome:
+    with engine.connect() as connection:
+        try:
+            return Outcome.of(connection.execute(prepared.statement, dict(values)), rows)
+        except sa_exc.SQLAlchemyError:
+            raise
+        except BaseException:
+            abandon(connection)
+            raise
+
+
+def _translated(
+    engine: Engine, prepared: Prepared, connection: Any, cursor: Any, error: Exception
+) -> sa_exc.DBAPIError:
+    """A driver error as SQLAlchemy raises it; a lost connection is invalidated."""
+    dialect = engine.dialect
+    disconnect = dialect.is_disconnect(error, connection.dbapi_connection, cursor)  # type: ignore[arg-type]
+    if disconnect:
+        connection.invalidate(error)
+    return sa_exc.DBAPIError.instance(  # type: ignore[return-value]
+        prepared.sql,
+        None,
+        error,
+        dialect.loaded_dbapi.Error,
+        hide_parameters=True,
+        connection_invalidated=disconnect,
+        dialect=dialect,
+    )
+
+
+def again(call: Callable[[], T]) -> T:
+    """Run ``call`` (autocommit statements), again where running it again is the cure.
+
+    A dropped connection (the pool has replaced it) gets one more try; a deadlock
+    victim gets up to ``DEADLOCK_TRIES`` in all, after a short random pause, so that
+    the two sides of the deadlock do not meet again. Only statements that commit on
+    their own come here: a deadlock in the caller's transaction is the caller's.
+    """
+    reconnected = False
+    tries = 0
+    while True:
+        tries += 1
+        try:
+            return call()
+        except DBAPIError as exc:
+            if exc.connection_invalidated and not reconnected:
+                reconnected = True
+            elif is_conflict(exc) and tries < DEADLOCK_TRIES:
+                time.sleep(random.uniform(0.001, 0.01) * tries)
+            else:
+                raise
+
+
+def _too_large(large: StatementTooLargeError, values: Mapping[str, Any]) -> str:
+    """Say which values make a statement too large, and what to do about it."""
+    parts = []
+    for step in values.get("p_new") or ():
+        size = len(json.dumps(step.get("result"), default=str).encode())
+        parts.append((size, f"the result of step {step.get('name')!r} ({size:,} bytes)"))
+    if large.sizes.get("p_cursor", 0) > 0:
+        size = large.sizes["p_cursor"]
+        parts.append((size, f"the cursor of step {values.get('p_current')!r} ({size:,} bytes)"))
+    if large.sizes.get("p_request", 0) > 0:
+        size = large.sizes["p_request"]
+        parts.append((size, f"the task's request ({size:,} bytes)"))
+    parts.sort(reverse=True)
+    what = ", ".join(text for _, text in parts) or "its values"
+    return (
+        f"the checkpoint write is {large.size:,} bytes, more than the database takes in one "
+        f"statement (max_allowed_packet leaves {large.limit:,} bytes for values): {what}. "
+        "Keep large values out of step results and cursors (store them in a file, object "
+        "storage or a table of your own and return a reference), or raise the server's "
+        "max_allowed_packet"
+    )
