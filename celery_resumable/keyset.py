@@ -1,13 +1,17 @@
 """keyset(): a cursor source for ``iterate`` that pages through a query by its key.
 
-``Keyset`` does the paging (a batch at a time; the cursor is the last key done) and asks
-a ``Pages`` for each batch: "the first rows after this key, in key order". ``SelectPages``
-answers for a SQLAlchemy ``Select``; an adapter for Django's ``QuerySet`` is another
-``Pages`` and needs nothing else here.
+``Keyset`` does the paging (a batch at a time; the cursor is the last key done; a NULL
+key refused) and asks a ``Pages`` for each batch: "the first rows after this key, in
+key order". ``SelectPages`` answers for a SQLAlchemy ``Select``. A Django ``QuerySet``
+is answered by ``celery_resumable.contrib.django.keyset`` (its ``is_queryset`` and
+``QuerySetPages``), imported by name once ``django.db.models`` is: before that no
+``QuerySet`` can exist, and importing this package never imports Django.
 """
 
 from __future__ import annotations
 
+import importlib
+import sys
 from collections.abc import Callable, Iterator, Sequence
 from operator import attrgetter, itemgetter
 from typing import Any, Protocol, TypeAlias
@@ -18,8 +22,6 @@ from sqlalchemy.orm import Session
 from sqlalchemy.sql.elements import BindParameter, ColumnElement
 from sqlalchemy.sql.selectable import Subquery
 
-from celery_resumable._key_checks import check_batch_size, null_key_error
-from celery_resumable.contrib.django.keyset import is_queryset, keyset_queryset
 from celery_resumable.errors import CursorDecodeError
 
 __all__ = ["CountedKeyset", "Keyset", "Pages", "SelectPages", "keyset"]
@@ -30,6 +32,10 @@ AnyRow: TypeAlias = Row[Any]
 # range; MySQL and MariaDB scan the index from its start for it, so they get the
 # expanded form `a >= :a AND (a > :a OR a = :a AND b > :b)`, whose leading term is a range.
 _ROW_VALUE_DIALECTS = frozenset({"postgresql", "sqlite"})
+
+# The module that pages Django querysets, and the module whose import says one may exist.
+_DJANGO_ADAPTER = "celery_resumable.contrib.django.keyset"
+_DJANGO_MODELS = "django.db.models"
 
 
 class Pages(Protocol):
@@ -49,7 +55,7 @@ class Pages(Protocol):
         ...  # pragma: no cover
 
     def key_of(self, row: Any) -> Any:
-        """The key of ``row``; raises ValueError when it is (or a part of it is) NULL."""
+        """The key of ``row``: a value for a key of one column, a tuple for a composite key."""
         ...  # pragma: no cover
 
     def has_null_key(self) -> bool:
@@ -92,13 +98,17 @@ class Keyset:
         # key" predicate is true for it: such rows would be skipped, or met only after
         # others were processed. One query per pass finds them before any row is yielded.
         if self._pages.has_null_key():
-            raise null_key_error(self._pages.names)
+            raise _null_key_error(self._pages.names)
         key_of = self._pages.key_of
+        composite = self._composite
         while True:
             batch = self._pages.after(after)
             last = len(batch) < self._batch_size  # no query to learn there is no more
             for row in batch:
                 after = key_of(row)
+                # A row made NULL since the check: stop before its NULL becomes the cursor.
+                if after is None or (composite and any(part is None for part in after)):
+                    raise _null_key_error(self._pages.names)
                 yield after, row
             if last:
                 return
@@ -109,8 +119,8 @@ class Keyset:
             return cursor
         if not isinstance(cursor, tuple | list) or len(cursor) != len(self._pages.names):
             raise CursorDecodeError(
-                f"cannot read the keyset cursor {cursor!r} back as a key of the columns "
-                f"{', '.join(self._pages.names)}"
+                f"cannot read the keyset cursor {cursor!r} back as a key of "
+                f"{len(self._pages.names)} columns ({', '.join(self._pages.names)})"
             )
         return tuple(cursor)
 
@@ -137,26 +147,23 @@ def keyset(
     connection per batch, no transaction held across the loop body), a ``Connection``
     or a ``Session`` (their transaction is used). ``key`` names a selected column, or a
     tuple of them for a composite key (for a ``Session``'s select of one ORM entity, its
-    mapped attributes); the key must be unique and never NULL. Rows come in ascending key
-    order, ``batch_size`` per query; the cursor is the last key done, so a resumed run
-    continues after it. With ``count=True`` the source has a ``len()`` (one COUNT
-    query), which ``iterate`` reports as the progress total.
+    mapped attributes; for a ``QuerySet``, fields or annotations); the key must be unique
+    and never NULL. Rows come in ascending key order, ``batch_size`` per query; the
+    cursor is the last key done, so a resumed run continues after it. With
+    ``count=True`` the source has a ``len()`` (one COUNT query), which ``iterate``
+    reports as the progress total.
 
-    Raises TypeError for a query that is not a ``Select``, a missing or unsupported
-    ``connection``, or a ``key`` that is not a name; ValueError for an unknown key
-    column, ``batch_size`` below 1, or a query with LIMIT or OFFSET. Each pass (a fresh
-    start or a resume) first runs one query that looks for a row whose key (or a part of
-    it) is NULL, and raises ValueError if there is one, before any row is yielded; a
-    saved cursor that is not a key of the key columns raises CursorDecodeError.
+    Raises TypeError for a query that is neither a ``Select`` nor a ``QuerySet``, a
+    missing or unsupported ``connection``, a ``key`` that is not a name or a tuple of
+    names, or a ``batch_size`` that is not an int; ValueError for an unknown key column,
+    a key naming a column twice, ``batch_size`` below 1, or a query with LIMIT or OFFSET
+    (a sliced ``QuerySet``). Each pass (a fresh start or a resume) first runs one query
+    that looks for a row whose key (or a part of it) is NULL, and raises ValueError if
+    there is one, before any row is yielded; a saved cursor that is not a key of the key
+    columns raises CursorDecodeError.
     """
-    if is_queryset(query):
-        if count:
-            raise TypeError("keyset() count=True is for SQLAlchemy Selects; a QuerySet has none")
-        return keyset_queryset(  # type: ignore[return-value]
-            query, key=key, batch_size=batch_size, connection=connection
-        )
     names = _key_names(key)
-    check_batch_size(batch_size)
+    _check_batch_size(batch_size)
     pages = _pages_of(query, names, batch_size, connection)
     return CountedKeyset(pages, batch_size) if count else Keyset(pages, batch_size)
 
@@ -164,6 +171,11 @@ def keyset(
 def _pages_of(query: object, names: tuple[str, ...], batch_size: int, connection: object) -> Pages:
     if isinstance(query, Select):
         return SelectPages(query, names, batch_size, connection)
+    if _DJANGO_MODELS in sys.modules:
+        adapter = importlib.import_module(_DJANGO_ADAPTER)
+        if adapter.is_queryset(query):
+            pages: Pages = adapter.QuerySetPages(query, names, batch_size, connection)
+            return pages
     raise TypeError(
         f"keyset() pages through a SQLAlchemy Select or a Django QuerySet, not "
         f"{type(query).__qualname__}"
@@ -177,10 +189,24 @@ def _key_names(key: object) -> tuple[str, ...]:
         or not names
         or not all(isinstance(name, str) and name for name in names)
     ):
-        raise TypeError(f"keyset() key must be a column name or a tuple of names, not {key!r}")
+        raise TypeError(f"keyset() key must be a name or a tuple of names, not {key!r}")
     if len(set(names)) != len(names):
         raise ValueError(f"keyset() key names a column twice: {key!r}")
     return names
+
+
+def _check_batch_size(batch_size: object) -> None:
+    if isinstance(batch_size, bool) or not isinstance(batch_size, int):
+        raise TypeError(f"keyset() batch_size must be an int, not {type(batch_size).__qualname__}")
+    if batch_size < 1:
+        raise ValueError(f"keyset() batch_size must be at least 1, not {batch_size}")
+
+
+def _null_key_error(names: Sequence[str]) -> ValueError:
+    return ValueError(
+        f"keyset() key ({', '.join(names)}) is NULL in a row of the query; a keyset key "
+        "must never be NULL: filter those rows out or page by a key that has no NULL"
+    )
 
 
 class SelectPages:
@@ -253,11 +279,8 @@ class SelectPages:
         return self._connection.execute(statement, params).all()
 
     def key_of(self, row: AnyRow) -> Any:
-        """The key of ``row``; raises ValueError when it is (or a part of it is) NULL."""
-        key = self._read(row)
-        if key is None or (self._composite and any(value is None for value in key)):
-            raise null_key_error(self.names)
-        return key
+        """The key of ``row``: a value for a key of one column, a tuple for a composite key."""
+        return self._read(row)
 
 
 def _check_names(names: tuple[str, ...], available: list[str], what: str) -> None:
@@ -316,6 +339,6 @@ def _python_type(column: ColumnElement[Any]) -> Any:
 
 
 def _cursor_type(key_types: tuple[Any, ...], composite: bool) -> Any:
-    if not composite:
-        return key_types[0]
-    return tuple[tuple(Any if t is None else t for t in key_types)]  # type: ignore[misc]
+    # Any, not None, where a type is not known: None as an annotation means NoneType.
+    known = tuple(Any if t is None else t for t in key_types)
+    return tuple[known] if composite else known[0]  # type: ignore[valid-type]

@@ -1,14 +1,13 @@
-"""Transactional checkpoints at their edges: a transaction around a step, stops, errors."""
+"""Transactional checkpoints at their edges: a transaction around a step, stops, errors.
+
+Through each adapter, on each database (the ``tx`` fixture of tests/unit/test_tx.py).
+"""
 
 from __future__ import annotations
 
-import uuid
-from collections.abc import Iterator
 from typing import Any
 
 import pytest
-import sqlalchemy as sa
-from celery import Celery
 
 from celery_resumable import (
     ResumableTask,
@@ -20,49 +19,44 @@ from celery_resumable import (
 )
 from celery_resumable.errors import CheckpointStoreError, TooManyInterruptionsError
 from celery_resumable.testing import interrupt_after_step, interrupt_when
-from tests.conftest import drop_table
 from tests.services import POSTGRES_URL, require
-from tests.unit.test_tx import count
+from tests.unit.test_tx import (  # noqa: F401 - the `tx` fixture and the one it uses
+    TxSide,
+    sqlalchemy_side,
+    tx_side,
+)
+
+pytestmark = pytest.mark.usefixtures("every_boundary")
 
 
 @pytest.fixture
-def db_app(store_url: str, table_name: str) -> Iterator[Celery]:
-    """An app whose checkpoint table lives in the database under test; writes at every boundary."""
-    app = Celery("tx-edges", broker="memory://")
-    app.conf.update(
-        resumable_store_url=store_url,
-        resumable_table_name=table_name,
-        resumable_checkpoint_interval=0,
-    )
-    yield app
-    drop_table(store_url, table_name)
+def every_boundary(tx: TxSide) -> None:
+    """The app writes its checkpoint at every boundary."""
+    tx.app.conf.resumable_checkpoint_interval = 0
 
 
-def spanning_task(app: Celery, engine: sa.Engine, table: sa.Table, ran: list[str]) -> Any:
+def spanning_task(tx: TxSide, ran: list[str]) -> Any:
     """A task whose transaction spans its first step and commits after the step returns."""
 
-    def copy(connection: sa.Connection) -> dict[str, int]:
+    def copy(conn: Any) -> dict[str, int]:
         ran.append("copy")
-        connection.execute(table.insert(), [{"item": i} for i in range(3)])
-        set_step_tx(connection, {"rows": 3})
+        tx.insert(conn, range(3))
+        set_step_tx(conn, {"rows": 3})
         return {"rows": -1}
 
-    @app.task(base=ResumableTask, bind=True)
+    @tx.app.task(base=ResumableTask, bind=True)
     def load(self: Any) -> Any:
-        with engine.begin() as connection:
-            copied = step("copy", copy, connection)
+        with tx.transaction() as conn:
+            copied = step("copy", copy, conn)
         step("report", ran.append, "report")
         return copied
 
     return load
 
 
-def test_a_transaction_spanning_a_step_works_in_the_first_run_and_on_resume(
-    db_app: Celery, rows: tuple[sa.Engine, sa.Table]
-) -> None:
-    engine, table = rows
+def test_a_transaction_spanning_a_step_works_in_the_first_run_and_on_resume(tx: TxSide) -> None:
     ran: list[str] = []
-    load = spanning_task(db_app, engine, table, ran)
+    load = spanning_task(tx, ran)
 
     # Given a run stopped at the next step, after the transactional step committed
     with interrupt_when(lambda run, boundary: run.active == "report"):
@@ -76,15 +70,12 @@ def test_a_transaction_spanning_a_step_works_in_the_first_run_and_on_resume(
     assert second.state == "SUCCESS"
     assert second.result == {"rows": 3}
     assert ran == ["copy", "report"]
-    assert count(engine, table) == 3
+    assert tx.count() == 3
 
 
-def test_a_stop_inside_a_spanning_transaction_rolls_the_step_back(
-    db_app: Celery, rows: tuple[sa.Engine, sa.Table]
-) -> None:
-    engine, table = rows
+def test_a_stop_inside_a_spanning_transaction_rolls_the_step_back(tx: TxSide) -> None:
     ran: list[str] = []
-    load = spanning_task(db_app, engine, table, ran)
+    load = spanning_task(tx, ran)
 
     # Given a stop right after the step returned, before its transaction committed
     with interrupt_after_step("copy"):
@@ -92,8 +83,8 @@ def test_a_stop_inside_a_spanning_transaction_rolls_the_step_back(
 
     # Then the step's rows and its finish rolled back together
     assert first.state == "IGNORED"
-    assert count(engine, table) == 0
-    checkpoint = checkpoint_store(db_app).get(first.id)
+    assert tx.count() == 0
+    checkpoint = checkpoint_store(tx.app).get(first.id)
     assert checkpoint is not None
     assert (checkpoint.status, checkpoint.finished_steps) == ("interrupted", ())
     assert checkpoint.interruptions == 1
@@ -101,23 +92,17 @@ def test_a_stop_inside_a_spanning_transaction_rolls_the_step_back(
     # And the next run does the step again
     assert load.apply(task_id=first.id).state == "SUCCESS"
     assert ran == ["copy", "copy", "report"]
-    assert count(engine, table) == 3
+    assert tx.count() == 3
 
 
-def test_max_interruptions_holds_for_a_transactional_loop(
-    db_app: Celery, rows: tuple[sa.Engine, sa.Table]
-) -> None:
-    engine, table = rows
-
-    @db_app.task(base=ResumableTask, bind=True, resumable_max_interruptions=2)
+def test_max_interruptions_holds_for_a_transactional_loop(tx: TxSide) -> None:
+    @tx.app.task(base=ResumableTask, bind=True, resumable_max_interruptions=2)
     def load(self: Any) -> None:
         def batches(cursor: int | None) -> None:
             for first in range(cursor or 0, 50, 10):
-                with engine.begin() as connection:
-                    connection.execute(
-                        table.insert(), [{"item": i} for i in range(first, first + 10)]
-                    )
-                    set_step_cursor_tx(connection, first + 10)
+                with tx.transaction() as conn:
+                    tx.insert(conn, range(first, first + 10))
+                    set_step_cursor_tx(conn, first + 10)
 
         step_cursor("batches", batches)
 
@@ -133,45 +118,39 @@ def test_max_interruptions_holds_for_a_transactional_loop(
     # Then the third stop is one too many, and the row says so
     assert [r.state for r in results] == ["IGNORED", "IGNORED", "FAILURE"]
     assert isinstance(results[2].result, TooManyInterruptionsError)
-    checkpoint = checkpoint_store(db_app).get(task_id or "")
+    checkpoint = checkpoint_store(tx.app).get(task_id or "")
     assert checkpoint is not None
     assert (checkpoint.status, checkpoint.interruptions) == ("failed", 3)
     assert checkpoint.cursor == 10
 
 
-@pytest.mark.postgres
-def test_the_callers_database_error_stays_reachable(tmp_path: Any) -> None:
+@pytest.mark.parametrize("store_url", [pytest.param(POSTGRES_URL, marks=pytest.mark.postgres)])
+def test_the_callers_database_error_stays_reachable(tx: TxSide, store_url: str) -> None:
     require("postgres")
-    table_name = f"ckpt_{uuid.uuid4().hex[:12]}"
-    app = Celery("tx-errors", broker="memory://")
-    app.conf.update(resumable_store_url=POSTGRES_URL, resumable_table_name=table_name)
-    engine = sa.create_engine(POSTGRES_URL)
     raised: list[CheckpointStoreError] = []
 
-    @app.task(base=ResumableTask, bind=True)
+    @tx.app.task(base=ResumableTask, bind=True)
     def job(self: Any) -> None:
         def work(cursor: Any) -> None:
-            with engine.connect() as connection, connection.begin():
+            with tx.transaction() as conn:
                 # Given the caller's own transaction failed on the database
-                with pytest.raises(sa.exc.DBAPIError):
-                    connection.execute(sa.text("SELECT 1 / 0"))
+                tx.fail(conn)
                 # When a checkpoint is written through it
                 try:
-                    set_step_cursor_tx(connection, 1)
+                    set_step_cursor_tx(conn, 1)
                 except CheckpointStoreError as exc:
                     raised.append(exc)
                     raise
 
         step_cursor("work", work)
 
-    try:
-        job.apply()
-    finally:
-        engine.dispose()
-        drop_table(POSTGRES_URL, table_name)
+    job.apply()
 
-    # Then the database's own error is the cause, for the caller's retry logic
+    # Then the database's own error is the cause (the driver's under it), for the
+    # caller's retry logic; the write is a permanent failure
     assert len(raised) == 1
-    cause = raised[0].__cause__
-    assert isinstance(cause, sa.exc.DBAPIError)
-    assert type(cause.orig).__name__ == "InFailedSqlTransaction"
+    assert str(raised[0]).startswith(
+        f"task {raised[0].task_id}: could not write the checkpoint through"
+    )
+    assert type(tx.driver_error(raised[0].__cause__)).__name__ == "InFailedSqlTransaction"
+    assert raised[0].transient is False

@@ -16,8 +16,9 @@ from django.db.models import QuerySet
 from django.http import HttpRequest
 
 from celery_resumable.config import config_for
-from celery_resumable.contrib.django.database import alias_of, is_django_url
+from celery_resumable.contrib.django.database import alias_of
 from celery_resumable.errors import CheckpointBusyError, CheckpointStoreError
+from celery_resumable.store.engines import is_django_url
 from celery_resumable.store.operator import retry_task
 from celery_resumable.store.store import CheckpointStore, checkpoint_store
 

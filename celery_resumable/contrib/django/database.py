@@ -24,8 +24,6 @@ __all__ = [
     "create_table",
     "dialect_of",
     "drop_table",
-    "is_django_url",
-    "secrets_of",
     "sqlalchemy_url",
     "store_url",
 ]
@@ -53,11 +51,6 @@ _DRIVERS = {
 _SUPPORTED = "PostgreSQL, MySQL/MariaDB and SQLite"
 
 
-def is_django_url(url: str) -> bool:
-    """Whether ``url`` names a Django database rather than a SQLAlchemy URL."""
-    return url == SCHEME or url.startswith(_PREFIX)
-
-
 def alias_of(url: str) -> str:
     """The database alias named by a ``django`` store URL (``default`` for plain ``django``)."""
     alias = url[len(_PREFIX) :] if url.startswith(_PREFIX) else ""
@@ -73,14 +66,12 @@ def alias_of(url: str) -> str:
 
 def connection_for(alias: str) -> Any:
     """Django's connection for ``alias`` (not connected yet); a clear error when it is missing."""
-    try:
-        from django.core.exceptions import ImproperlyConfigured
-        from django.db import connections
-        from django.utils.connection import ConnectionDoesNotExist
-    except ImportError as exc:
-        raise CheckpointStoreError(
-            "resumable_store_url 'django' needs Django: pip install 'celery-resumable[django]'"
-        ) from exc
+    # Without Django this import fails, and the store explains its ImportError as it
+    # explains any driver that is not installed.
+    from django.core.exceptions import ImproperlyConfigured
+    from django.db import connections
+    from django.utils.connection import ConnectionDoesNotExist
+
     try:
         return connections[alias]
     except ConnectionDoesNotExist:
@@ -102,21 +93,6 @@ def store_url(url: str) -> URL:
     return sqlalchemy_url(
         connection.settings_dict, connection.vendor, connection.Database.__name__, alias
     )
-
-
-def secrets_of(url: str) -> tuple[str, ...]:
-    """The password of the Django database ``url`` names; empty when it cannot be read yet."""
-    try:
-        parsed = store_url(url)
-    except CheckpointStoreError:
-        return ()
-    found = [str(parsed.password)] if parsed.password else []
-    found.extend(
-        str(value)
-        for name, value in parsed.query.items()
-        if name.lower() in ("password", "passwd") and isinstance(value, str)
-    )
-    return tuple(secret for secret in found if secret)
 
 
 def sqlalchemy_url(

@@ -1,24 +1,30 @@
-"""Keyset pagination of a Django ``QuerySet``, as a cursor source for ``iterate``."""
+"""The ``Pages`` of a Django ``QuerySet``, for ``keyset()``'s paging loop.
+
+``celery_resumable.keyset`` pages every query the same way and finds this adapter by
+name (``is_queryset``, ``QuerySetPages``) once ``django.db.models`` is imported.
+"""
 
 from __future__ import annotations
 
-import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Sequence
 from typing import Any
 
-from celery_resumable.errors import CursorDecodeError
+from django.core.exceptions import FieldDoesNotExist
+from django.db.models import Q, QuerySet
+from django.db.models.query import (
+    FlatValuesListIterable,
+    ModelIterable,
+    ValuesIterable,
+    ValuesListIterable,
+)
 
-__all__ = ["is_queryset", "keyset_queryset"]
+from celery_resumable.keyset import Keyset, keyset
 
-KeysetSource = Callable[[Any], Iterator[tuple[Any, Any]]]
+__all__ = ["QuerySetPages", "is_queryset", "keyset_queryset"]
 
 
 def is_queryset(query: object) -> bool:
-    """Whether ``query`` is a Django ``QuerySet`` (never imports Django to find out)."""
-    if "django.db.models" not in sys.modules:
-        return False
-    from django.db.models import QuerySet
-
+    """Whether ``query`` is a Django ``QuerySet``."""
     return isinstance(query, QuerySet)
 
 
@@ -28,9 +34,10 @@ def keyset_queryset(
     key: str | Sequence[str] = "id",
     batch_size: int = 500,
     connection: Any = None,
-) -> KeysetSource:
+) -> Keyset:
     """A cursor source for ``iterate`` that pages ``queryset`` by ``key``, one query per batch.
 
+    ``keyset(queryset, key=key, ...)`` for querysets alone, with ``key="id"`` by default.
     ``key`` is a field name (``"id"``, ``"pk"``, a foreign key, an annotation) or a tuple
     of them, unique together and never NULL; ``"-name"`` pages that field in descending
     order. The rows come ordered by the key (the queryset's own ordering is replaced);
@@ -45,91 +52,91 @@ def keyset_queryset(
     whose key (or a part of it) is NULL, and raises ValueError if there is one, before
     any row is yielded.
 
-    Raises TypeError for something else than a QuerySet or a batch size that is not an
-    int; ValueError for a sliced queryset, an empty key, a batch size below 1 or a
+    Raises TypeError for something else than a QuerySet, a key that is not a name or a
+    tuple of names, or a batch size that is not an int; ValueError for a sliced
+    queryset, a key that is neither a field nor an annotation, a batch size below 1 or a
     ``values()`` / ``values_list()`` queryset without the key's fields; and
     CursorDecodeError when a saved cursor does not fit the key.
     """
-    from django.core.exceptions import FieldDoesNotExist
-    from django.db.models import Q, QuerySet
-
-    from celery_resumable._key_checks import check_batch_size, null_key_error
-
     if not isinstance(queryset, QuerySet):
         raise TypeError(f"expected a Django QuerySet, not {type(queryset).__qualname__}")
-    if queryset.query.is_sliced:
-        raise ValueError("cannot page a sliced QuerySet by key; slice each batch instead")
-    names = (key,) if isinstance(key, str) else tuple(key)
-    if not names or not all(isinstance(name, str) and name.lstrip("-") for name in names):
-        raise ValueError(f"key must be a field name or a tuple of field names, not {key!r}")
-    check_batch_size(batch_size)
-    if connection is not None:
-        queryset = queryset.using(connection if isinstance(connection, str) else connection.alias)
+    names = key if isinstance(key, str | tuple) else tuple(key)
+    return keyset(queryset, key=names, batch_size=batch_size, connection=connection)
 
-    meta = queryset.model._meta
-    fields: list[tuple[str, bool]] = []
-    row_names: list[list[str]] = []  # for each key field, the names a values() row may use
-    for name in names:
-        descending = name.startswith("-")
-        field = name.lstrip("-")
-        if field == "pk":
-            field = meta.pk.attname
-            row_names.append(["pk", field, meta.pk.name])
-        elif field in queryset.query.annotations:
-            row_names.append([field])
-        else:
-            try:
-                model_field = meta.get_field(field)
-            except FieldDoesNotExist:
-                raise ValueError(
-                    f"key {name!r} is neither a field of {meta.label} nor an annotation "
-                    "of the queryset"
-                ) from None
-            field = model_field.attname  # a foreign key pages by its column
-            row_names.append([name.lstrip("-"), field, model_field.name])
-            if model_field.primary_key:
-                row_names[-1].append("pk")
-        fields.append((field, descending))
-    read = _key_reader(queryset, [field for field, _ in fields], row_names)
-    ordered = queryset.order_by(*[f"-{field}" if desc else field for field, desc in fields])
-    null_key = Q()
-    for field, _ in fields:
-        null_key |= Q(**{f"{field}__isnull": True})
-    has_null_key = ordered.filter(null_key)
-    shown = [name.lstrip("-") for name in names]
-    single = len(fields) == 1
 
-    def source(cursor: Any) -> Iterator[tuple[Any, Any]]:
-        last = None if cursor is None else _key(cursor, len(fields))
-        # NULL sorts first or last depending on the database and is never "after" a key:
-        # one query per pass finds such rows before any row is yielded.
-        if has_null_key.exists():
-            raise null_key_error(shown)
-        while True:
-            page = ordered if last is None else ordered.filter(_after(fields, last))
-            batch = list(page[:batch_size])
-            for row in batch:
-                last = read(row)
-                if any(value is None for value in last):
-                    raise null_key_error(shown)
-                yield (last[0] if single else last), row
-            if len(batch) < batch_size:
-                return
+class QuerySetPages:
+    """The rows of a ``QuerySet`` in key order; ``-name`` orders that field descending."""
 
-    return source
+    def __init__(
+        self, queryset: Any, names: tuple[str, ...], batch_size: int, connection: Any
+    ) -> None:
+        if queryset.query.is_sliced:
+            raise ValueError("cannot page a sliced QuerySet by key; slice each batch instead")
+        if connection is not None:
+            alias = connection if isinstance(connection, str) else connection.alias
+            queryset = queryset.using(alias)
+        meta = queryset.model._meta
+        fields: list[tuple[str, bool]] = []
+        row_names: list[list[str]] = []  # for each key field, the names a values() row may use
+        for name in names:
+            descending = name.startswith("-")
+            field = name.lstrip("-")
+            if field == "pk":
+                field = meta.pk.attname
+                row_names.append(["pk", field, meta.pk.name])
+            elif field in queryset.query.annotations:
+                row_names.append([field])
+            else:
+                try:
+                    model_field = meta.get_field(field)
+                except FieldDoesNotExist:
+                    raise ValueError(
+                        f"keyset() key {name!r} is neither a field of {meta.label} nor an "
+                        "annotation of the queryset"
+                    ) from None
+                field = model_field.attname  # a foreign key pages by its column
+                row_names.append([name.lstrip("-"), field, model_field.name])
+                if model_field.primary_key:
+                    row_names[-1].append("pk")
+            fields.append((field, descending))
+        self.names = tuple(name.lstrip("-") for name in names)
+        # Django's fields do not say their Python type: a cursor is plain (tagged) JSON.
+        self.key_types: tuple[Any, ...] = (None,) * len(names)
+        self._fields = fields
+        self._batch_size = batch_size
+        self._single = len(fields) == 1
+        self._read = _key_reader(queryset, [field for field, _ in fields], row_names)
+        self._ordered = queryset.order_by(*[f"-{f}" if desc else f for f, desc in fields])
+        null_key = Q()
+        for field, _ in fields:
+            null_key |= Q(**{f"{field}__isnull": True})
+        self._null_key = self._ordered.filter(null_key)
+
+    def after(self, key: Any) -> Sequence[Any]:
+        """The next batch of rows after ``key`` in key order, or from the start when None."""
+        if key is None:
+            return list(self._ordered[: self._batch_size])
+        last = (key,) if self._single else tuple(key)
+        return list(self._ordered.filter(_after(self._fields, last))[: self._batch_size])
+
+    def key_of(self, row: Any) -> Any:
+        """The key of ``row``: a value for a key of one field, a tuple for several."""
+        key = self._read(row)
+        return key[0] if self._single else key
+
+    def has_null_key(self) -> bool:
+        """Whether a row has a NULL key (or a NULL in a part of it): one query."""
+        return bool(self._null_key.exists())
+
+    def count(self) -> int:
+        """How many rows the queryset has: one COUNT query."""
+        return int(self._ordered.count())
 
 
 def _key_reader(
     queryset: Any, fields: list[str], row_names: list[list[str]]
 ) -> Callable[[Any], tuple[Any, ...]]:
     """A function reading the key of a row of ``queryset``, whatever kind of row it yields."""
-    from django.db.models.query import (
-        FlatValuesListIterable,
-        ModelIterable,
-        ValuesIterable,
-        ValuesListIterable,
-    )
-
     kind = queryset._iterable_class
     if issubclass(kind, ModelIterable):
         return lambda row: tuple(getattr(row, field) for field in fields)
@@ -171,20 +178,8 @@ def _selected_names(queryset: Any) -> list[str]:
     return [*query.extra_select, *query.values_select, *query.annotation_select]
 
 
-def _key(cursor: Any, size: int) -> tuple[Any, ...]:
-    if size == 1:
-        return (cursor,)
-    if not isinstance(cursor, list | tuple) or len(cursor) != size:
-        raise CursorDecodeError(
-            f"cannot read the saved cursor {cursor!r} back as a key of {size} fields"
-        )
-    return tuple(cursor)
-
-
-def _after(fields: list[tuple[str, bool]], last: tuple[Any, ...]) -> Any:
+def _after(fields: list[tuple[str, bool]], last: tuple[Any, ...]) -> Q:
     """Rows after ``last`` in key order: (a > x) OR (a = x AND b > y) OR ..."""
-    from django.db.models import Q
-
     after = Q()
     for position, (field, descending) in enumerate(fields):
         equal = {name: value for (name, _), value in zip(fields[:position], last, strict=False)}

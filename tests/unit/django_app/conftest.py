@@ -9,6 +9,7 @@ the tests choose one through the ``alias`` fixture.
 from __future__ import annotations
 
 import atexit
+import contextlib
 import shutil
 import tempfile
 from collections.abc import Iterator
@@ -82,21 +83,37 @@ def tables(alias: str) -> Iterator[None]:
     """The tables of the test models, on the alias under test."""
     from tests.unit.django_app.models import Event, Item
 
+    with model_tables(alias, Item, Event):
+        yield
+
+
+@contextlib.contextmanager
+def model_tables(alias: str, *models: Any) -> Iterator[None]:
+    """The tables of ``models`` on ``alias``, made afresh and dropped afterwards."""
     connection = connections[alias]
     with connection.schema_editor() as editor:
-        for model in (Item, Event):
+        for model in models:
             name = connection.ops.quote_name(model._meta.db_table)
             editor.execute(f"DROP TABLE IF EXISTS {name}")
             editor.create_model(model)
-    yield
-    with connection.schema_editor() as editor:
-        for model in (Item, Event):
-            editor.delete_model(model)
+    try:
+        yield
+    finally:
+        with connection.schema_editor() as editor:
+            for model in models:
+                editor.delete_model(model)
 
 
 @pytest.fixture
 def django_app(alias: str, table_name: str) -> Iterator[Celery]:
     """A Celery app whose checkpoints live in the Django database under test."""
+    with app_on(alias, table_name) as app:
+        yield app
+
+
+@contextlib.contextmanager
+def app_on(alias: str, table_name: str) -> Iterator[Celery]:
+    """A Celery app whose checkpoints live in table ``table_name`` of the Django ``alias``."""
     app = Celery("django-tests", broker="memory://", backend="cache+memory://")
     app.conf.update(
         resumable_store_url=f"django://{alias}",
@@ -104,10 +121,12 @@ def django_app(alias: str, table_name: str) -> Iterator[Celery]:
         resumable_checkpoint_interval=None,
         task_store_eager_result=False,
     )
-    yield app
-    clear_shutdown()
-    app.close()
-    drop(alias, table_name)
+    try:
+        yield app
+    finally:
+        clear_shutdown()
+        app.close()
+        drop(alias, table_name)
 
 
 def drop(alias: str, table_name: str) -> None:
@@ -119,6 +138,8 @@ def drop(alias: str, table_name: str) -> None:
 
 @pytest.fixture(scope="session", autouse=True)
 def close_connections() -> Iterator[None]:
-    """Close Django's connections after the tests."""
+    """Close Django's connections after the tests, then remove the SQLite database."""
     yield
     connections.close_all()
+    # Before the run looks for what it left in the temporary directory.
+    shutil.rmtree(_DIRECTORY, ignore_errors=True)

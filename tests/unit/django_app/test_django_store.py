@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -14,6 +17,8 @@ from celery_resumable.errors import CheckpointStoreError
 from celery_resumable.store.engines import safe_url, secrets_of
 from celery_resumable.testing import interrupt_at_cursor
 from tests.unit.django_app.conftest import drop
+
+ROOT = Path(__file__).resolve().parents[3]
 
 
 def test_a_task_checkpoints_in_the_django_database_and_resumes(
@@ -173,3 +178,37 @@ def test_the_django_password_is_a_secret_and_the_url_shows_none() -> None:
         settings["PASSWORD"] = saved
     assert safe_url("django://pg") == "django://pg"
     assert secrets_of("django://nowhere") == ()
+
+
+WITHOUT_DJANGO = """
+import sys
+
+class WithoutDjango:
+    def find_spec(self, name, path, target=None):
+        if name == "django" or name.startswith("django."):
+            raise ModuleNotFoundError(f"No module named {name!r}", name=name)
+
+sys.meta_path.insert(0, WithoutDjango())
+from celery_resumable import CheckpointStore
+from celery_resumable.errors import CheckpointStoreError
+
+try:
+    CheckpointStore("django", "ckpt_without_django").get("some-task")
+except CheckpointStoreError as error:
+    print(error, error.transient)
+"""
+
+
+def test_a_django_url_without_django_installed_says_what_to_install() -> None:
+    # Given a process where Django cannot be imported
+    result = subprocess.run(
+        [sys.executable, "-c", WITHOUT_DJANGO], cwd=ROOT, capture_output=True, text=True,
+        timeout=60,
+    )  # fmt: skip
+
+    # When a store on "django" is used, then it fails for good, naming the extra
+    assert result.returncode == 0, result.stderr
+    assert result.stdout.strip() == (
+        "task some-task: could not open the checkpoint store (resumable_store_url = 'django'): "
+        'Django is not installed; pip install "celery-resumable[django]" False'
+    )
