@@ -1,4 +1,10 @@
-"""Fixtures shared by the unit and integration tests."""
+"""Fixtures shared by the unit and integration tests, and the tiers every test is in.
+
+Each test gets one tier marker (declared in pyproject.toml): ``faults`` for tests/faults,
+``integration`` for tests/integration and for any other test that carries a service's
+marker (``postgres``, ``mysql``, ``redis``, ``rabbitmq``: the database parameters of
+tests/unit), ``unit`` for the rest, which need no server: ``pytest -m unit``.
+"""
 
 from __future__ import annotations
 
@@ -7,7 +13,7 @@ import os
 import shutil
 import tempfile
 import uuid
-from collections.abc import Callable, Iterator
+from collections.abc import Callable, Generator, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -15,7 +21,8 @@ import pytest
 import sqlalchemy as sa
 
 from celery_resumable import CheckpointStore
-from tests.services import MYSQL_URL, POSTGRES_URL, require
+from tests import services
+from tests.services import MYSQL_URL, POSTGRES_URL, SERVICES, require
 
 # For tests/unit/test_pytest_plugin.py, which runs pytest on a user's tests.
 pytest_plugins = ["pytester"]
@@ -27,6 +34,12 @@ OWN_TEMPORARY_NAMES = ("celery-resumable-", "resumable-", "pymp-")
 RUN_FOLDER_PREFIX = "celery-resumable-tests-"
 # What the run left in the real temporary directory, for pytest_sessionfinish.
 _left_behind: list[str] = []
+
+TESTS = Path(__file__).resolve().parent
+# The tier of the tests of a directory of tests/, where it is not "unit".
+TIER_OF_DIRECTORY = {"integration": "integration", "faults": "faults"}
+# Service markers of modules that do not declare them themselves (path under tests/).
+MODULE_SERVICES = {"integration/test_in_process_worker.py": ("redis",)}
 
 
 @pytest.fixture(scope="session", autouse=True)
@@ -95,8 +108,8 @@ def pytest_terminal_summary(terminalreporter: Any) -> None:
 def store_url(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     """The URL of each supported database; the server ones skip (or fail in CI) when down.
 
-    The server cases are marked ``postgres`` and ``mysql``: ``pytest tests/unit -m "not
-    postgres and not mysql"`` runs the unit tier without any server.
+    The server cases are marked ``postgres`` and ``mysql``, which puts them in the
+    integration tier: the SQLite case stays in the unit tier (``pytest -m unit``).
     """
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'checkpoints.sqlite3'}"
@@ -134,6 +147,36 @@ def unique_id() -> Callable[[], str]:
     return lambda: str(uuid.uuid4())
 
 
-def pytest_collection_modifyitems(items: list[Any]) -> None:
-    """Run the fast unit tests first."""
-    items.sort(key=lambda item: "integration" in str(item.fspath))
+def _under_tests(item: pytest.Item) -> str:
+    """The path of ``item``'s file under tests/ ("" for a file elsewhere)."""
+    path = Path(item.path).resolve()
+    return path.relative_to(TESTS).as_posix() if path.is_relative_to(TESTS) else ""
+
+
+def tier_of(item: pytest.Item) -> str:
+    """The tier of ``item``: by its directory, else integration when it needs a server."""
+    tier = TIER_OF_DIRECTORY.get(_under_tests(item).partition("/")[0])
+    if tier is not None:
+        return tier
+    if any(item.get_closest_marker(service) for service in SERVICES):
+        return "integration"
+    return "unit"
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark every test with its tier; run the fast unit tests first."""
+    for item in items:
+        for service in MODULE_SERVICES.get(_under_tests(item), ()):
+            item.add_marker(service)
+        item.add_marker(tier_of(item))
+    items.sort(key=lambda item: _under_tests(item).startswith("integration/"))
+
+
+@pytest.hookimpl(wrapper=True)
+def pytest_runtest_protocol(item: pytest.Item) -> Generator[None, object, object]:
+    """Let ``require`` check the markers of the test that runs."""
+    services.running_test = item
+    try:
+        return (yield)
+    finally:
+        services.running_test = None

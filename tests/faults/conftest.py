@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from celery_resumable import CheckpointStore
 from tests.conftest import drop_table
 from tests.integration.harness import TcpProxy
-from tests.services import MYSQL_URL, POSTGRES_URL, require
+from tests.services import MYSQL_URL, POSTGRES_URL, address, require
 
 SERVERS = {"postgres": POSTGRES_URL, "mysql": MYSQL_URL}
 
@@ -41,9 +41,13 @@ def faulty(request: pytest.FixtureRequest) -> Iterator[Faulty]:
     server = request.param
     require(server)
     direct_url = SERVERS[server]
-    address = sa.engine.make_url(direct_url)
-    proxy = TcpProxy(address.port or 5432, address.host or "127.0.0.1")
-    url = address.set(host="127.0.0.1", port=proxy.port).render_as_string(hide_password=False)
+    host, port = address(server)
+    proxy = TcpProxy(port, host)
+    url = (
+        sa.engine.make_url(direct_url)
+        .set(host="127.0.0.1", port=proxy.port)
+        .render_as_string(hide_password=False)
+    )
     table = f"ckpt_{uuid.uuid4().hex[:12]}"
     store = CheckpointStore(url, table)
     direct = CheckpointStore(direct_url, table)

@@ -47,13 +47,14 @@ ITEMS = 8
 BATCH = 2
 LOST = [None, b"interrupted", b"failed", b"completed", b"running"]
 
-pytestmark = pytest.mark.postgres
+# A failed COMMIT is made with a deferred constraint, PostgreSQL's.
+ON_POSTGRES = pytest.mark.parametrize(
+    "faulty", [pytest.param("postgres", marks=pytest.mark.postgres)], indirect=True
+)
 
 
 @pytest.fixture
 def server(faulty: Faulty) -> Iterator[tuple[Faulty, str]]:
-    if faulty.server != "postgres":
-        pytest.skip("a failed COMMIT is made with a deferred constraint, PostgreSQL's")
     rows = f"rows_{uuid.uuid4().hex[:10]}"
     engine = sa.create_engine(faulty.direct_url)
     with engine.begin() as connection:
@@ -258,6 +259,7 @@ class Deliveries(RuleBasedStateMachine):
             logging.getLogger("celery_resumable").removeHandler(self.listener)
 
 
+@ON_POSTGRES
 def test_random_deliveries_keep_the_promises(
     server: tuple[Faulty, str], caplog: pytest.LogCaptureFixture
 ) -> None:

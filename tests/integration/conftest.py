@@ -11,7 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from tests.integration.harness import Deployment, TcpProxy
-from tests.services import AMQP_URL, POSTGRES_URL, REDIS_URL, require
+from tests.services import AMQP_URL, POSTGRES_URL, REDIS_URL, address, require, service_of
 
 BROKERS = {"redis": REDIS_URL, "rabbitmq": AMQP_URL}
 
@@ -22,7 +22,8 @@ DeploymentFactory = Callable[..., Deployment]
 def deploy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[DeploymentFactory]:
     """Make deployments: a queue on a real broker, a store and worker processes.
 
-    Worker logs are printed when the test fails.
+    Every service the deployment's URLs reach is required (and must be marked on the
+    test). Worker logs are printed when the test fails.
     """
     made: list[Deployment] = []
 
@@ -33,8 +34,10 @@ def deploy(tmp_path: Path, request: pytest.FixtureRequest) -> Iterator[Deploymen
         events: str | None = None,
         backend: str | None = None,
     ) -> Deployment:
-        require(broker)
         url = store or f"sqlite:///{tmp_path / 'store.sqlite3'}"
+        urls = [BROKERS[broker], url, *filter(None, (events, backend))]
+        for service in dict.fromkeys(filter(None, map(service_of, urls))):
+            require(service)
         deployment = Deployment(tmp_path, BROKERS[broker], url, settings, events, backend)
         made.append(deployment)
         return deployment
@@ -58,8 +61,8 @@ def pytest_runtest_makereport(item: Any, call: Any) -> Iterator[None]:
 def proxy() -> Iterator[TcpProxy]:
     """A cuttable TCP path to PostgreSQL."""
     require("postgres")
-    address = sa.engine.make_url(POSTGRES_URL)
-    tcp = TcpProxy(address.port or 5432, address.host or "127.0.0.1")
+    host, port = address("postgres")
+    tcp = TcpProxy(port, host)
     yield tcp
     tcp.close()
 

@@ -7,6 +7,7 @@ import signal
 import subprocess
 import sys
 
+import pytest
 import sqlalchemy as sa
 
 from celery_resumable import CheckpointStore
@@ -14,6 +15,8 @@ from tests.integration.conftest import DeploymentFactory
 from tests.integration.harness import ROOT, wait_for
 from tests.integration.worker_app import events
 from tests.services import REDIS_BACKEND_URL
+
+pytestmark = pytest.mark.redis
 
 COUNT = 200
 DELAY = 0.02

@@ -32,6 +32,8 @@ from celery_resumable import CheckpointStore
 from tests.integration.harness import wait_for
 from tests.services import POSTGRES_URL, REDIS_BACKEND_URL, REDIS_URL, require
 
+pytestmark = [pytest.mark.redis, pytest.mark.postgres]
+
 yaml = pytest.importorskip("yaml", reason="PyYAML is not installed (pip install -e '.[test]')")
 
 ROOT = Path(__file__).resolve().parents[2]

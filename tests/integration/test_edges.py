@@ -9,12 +9,15 @@ import time
 from collections import Counter
 from pathlib import Path
 
+import pytest
 from celery import Celery
 
 from celery_resumable import CheckpointStore
 from tests.integration.conftest import DeploymentFactory, fresh_table, proxied
 from tests.integration.harness import APP, ROOT, TcpProxy, wait_for
 from tests.services import POSTGRES_URL, REDIS_BACKEND_URL
+
+pytestmark = pytest.mark.redis
 
 COUNT = 300
 DELAY = 0.02
@@ -62,6 +65,7 @@ def test_a_self_replacing_task_runs_every_replacement_fresh(deploy: DeploymentFa
     assert checkpoint is not None and checkpoint.status == "completed"
 
 
+@pytest.mark.postgres
 def test_an_unreachable_store_defers_the_task_then_fails_it(
     deploy: DeploymentFactory, proxy: TcpProxy
 ) -> None:
@@ -105,6 +109,7 @@ def test_a_permanent_store_error_fails_the_task_at_once(deploy: DeploymentFactor
     assert deployment.events(task_id) == []
 
 
+@pytest.mark.postgres
 def test_a_run_cut_off_from_the_database_stops_when_its_lease_may_have_expired(
     deploy: DeploymentFactory, proxy: TcpProxy
 ) -> None:

@@ -12,6 +12,8 @@ from tests.integration.conftest import DeploymentFactory
 from tests.integration.harness import wait_for
 from tests.integration.test_redeploy import finish_on_second_worker, interrupt_mid_cursor
 
+pytestmark = pytest.mark.redis
+
 POOLS = ["gevent", "eventlet"]
 
 

@@ -21,6 +21,8 @@ from tests.integration.conftest import DeploymentFactory
 from tests.integration.harness import APP, ROOT, Deployment, wait_for
 from tests.services import REDIS_URL
 
+pytestmark = pytest.mark.redis
+
 celery_progress = pytest.importorskip("celery_progress.backend")
 
 COUNT = 400

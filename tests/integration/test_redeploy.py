@@ -14,6 +14,10 @@ from tests.integration.harness import HARD_KILL_SETTINGS, Deployment, wait_for
 
 COUNT = 300
 DELAY = 0.02
+BROKERS = [
+    pytest.param("redis", marks=pytest.mark.redis),
+    pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+]
 
 
 def assert_finished_once(deployment: Deployment, task_id: str, repeats: int = 1) -> None:
@@ -63,7 +67,12 @@ def finish_on_second_worker(deployment: Deployment, task_id: str, pool: str) -> 
 
 @pytest.mark.parametrize(
     ("broker", "pool"),
-    [("redis", "prefork"), ("redis", "threads"), ("redis", "solo"), ("rabbitmq", "prefork")],
+    [
+        pytest.param("redis", "prefork", marks=pytest.mark.redis),
+        pytest.param("redis", "threads", marks=pytest.mark.redis),
+        pytest.param("redis", "solo", marks=pytest.mark.redis),
+        pytest.param("rabbitmq", "prefork", marks=pytest.mark.rabbitmq),
+    ],
 )
 def test_warm_shutdown_interrupts_and_next_worker_resumes(
     deploy: DeploymentFactory, broker: str, pool: str
@@ -73,6 +82,7 @@ def test_warm_shutdown_interrupts_and_next_worker_resumes(
     finish_on_second_worker(deployment, task_id, pool)
 
 
+@pytest.mark.redis
 def test_soft_shutdown_with_remapped_sigterm_interrupts_before_the_wait(
     deploy: DeploymentFactory,
 ) -> None:
@@ -84,7 +94,7 @@ def test_soft_shutdown_with_remapped_sigterm_interrupts_before_the_wait(
     finish_on_second_worker(deployment, task_id, "prefork")
 
 
-@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+@pytest.mark.parametrize("broker", BROKERS)
 def test_hard_kill_resumes_from_the_last_periodic_write(
     deploy: DeploymentFactory, broker: str
 ) -> None:
@@ -116,6 +126,7 @@ def test_hard_kill_resumes_from_the_last_periodic_write(
     assert len(deployment.events(task_id, "prepare")) == 1
 
 
+@pytest.mark.redis
 def test_duplicate_delivery_runs_one_at_a_time(deploy: DeploymentFactory) -> None:
     # Given two workers and the same task published twice under one id
     deployment = deploy("redis", settings={"resumable_lease_seconds": 2.0})
@@ -139,6 +150,7 @@ def test_duplicate_delivery_runs_one_at_a_time(deploy: DeploymentFactory) -> Non
     assert len(deployment.events(task_id, "finish")) == 1
 
 
+@pytest.mark.redis
 def test_max_runtime_requeues_and_still_finishes(deploy: DeploymentFactory) -> None:
     # Given runs limited to one second and a task of about six seconds
     deployment = deploy("redis", settings={"resumable_max_runtime": 1.0})
@@ -155,6 +167,7 @@ def test_max_runtime_requeues_and_still_finishes(deploy: DeploymentFactory) -> N
     assert_finished_once(deployment, task_id, repeats=0)
 
 
+@pytest.mark.redis
 def test_soft_shutdown_ends_once_every_task_went_back_on_the_queue(
     deploy: DeploymentFactory,
 ) -> None:

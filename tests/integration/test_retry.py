@@ -11,7 +11,13 @@ from tests.integration.conftest import DeploymentFactory
 from tests.integration.harness import wait_for
 
 
-@pytest.mark.parametrize("broker", ["redis", "rabbitmq"])
+@pytest.mark.parametrize(
+    "broker",
+    [
+        pytest.param("redis", marks=pytest.mark.redis),
+        pytest.param("rabbitmq", marks=pytest.mark.rabbitmq),
+    ],
+)
 def test_retry_processes_only_the_remaining_items(deploy: DeploymentFactory, broker: str) -> None:
     # Given a task that fails at item 120 of 200 on its first attempt and calls self.retry
     deployment = deploy(broker, settings={"resumable_checkpoint_interval": None})

@@ -5,8 +5,12 @@ from __future__ import annotations
 
 import time
 
+import pytest
+
 from tests.integration.conftest import DeploymentFactory
 from tests.integration.harness import wait_for
+
+pytestmark = pytest.mark.redis
 
 
 def test_a_retry_without_throw_never_runs_beside_the_run_that_asked_for_it(

@@ -2,8 +2,12 @@
 
 from __future__ import annotations
 
+import pytest
+
 from tests.integration.conftest import DeploymentFactory
 from tests.integration.harness import ROOT
+
+pytestmark = pytest.mark.redis
 
 DEFAULT_STORE = "sqlite:///celery_resumable.sqlite3"
 

@@ -13,6 +13,8 @@ from tests.integration.conftest import DeploymentFactory
 from tests.integration.harness import Deployment, Worker, wait_for
 from tests.integration.test_redeploy import COUNT, finish_on_second_worker
 
+pytestmark = pytest.mark.redis
+
 # About nine seconds of work: a worker that waits for the task instead of interrupting
 # it takes far longer to stop than one whose task saves at the next item.
 DELAY = 0.03

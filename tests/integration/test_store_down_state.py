@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import time
 
+import pytest
 import sqlalchemy as sa
 from celery import Celery
 
 from tests.integration.conftest import DeploymentFactory, fresh_table
 from tests.integration.harness import wait_for
 from tests.services import POSTGRES_URL, REDIS_BACKEND_URL, require
+
+pytestmark = [pytest.mark.redis, pytest.mark.postgres]
 
 BACKEND = REDIS_BACKEND_URL
 
@@ -24,10 +27,10 @@ def test_a_task_deferred_while_the_store_is_down_shows_retry_and_why(
 ) -> None:
     # Given a worker whose checkpoint store refuses connections (nothing listens there)
     require("postgres")
-    down = POSTGRES_URL.replace("127.0.0.1:5432", "127.0.0.1:9")
+    down = sa.engine.make_url(POSTGRES_URL).set(host="127.0.0.1", port=9)
     deployment = deploy(
         "redis",
-        store=down,
+        store=down.render_as_string(hide_password=False),
         events=POSTGRES_URL,
         backend=BACKEND,
         settings={"resumable_table_name": fresh_table()},

@@ -5,17 +5,22 @@ from __future__ import annotations
 import time
 from collections import Counter
 
+import pytest
+
 from celery_resumable import CheckpointStore
 from celery_resumable.store.records import State
 from tests.integration.conftest import DeploymentFactory, fresh_table, proxied
 from tests.integration.harness import TcpProxy, wait_for
 from tests.services import POSTGRES_URL
 
+pytestmark = pytest.mark.postgres
+
 COUNT = 300
 DELAY = 0.02
 TABLE = "celery_resumable_checkpoints"
 
 
+@pytest.mark.redis
 def test_run_goes_on_while_the_store_is_down(deploy: DeploymentFactory, proxy: TcpProxy) -> None:
     # Given a task checkpointing through a path to PostgreSQL that can be cut
     table = fresh_table()
@@ -42,6 +47,7 @@ def test_run_goes_on_while_the_store_is_down(deploy: DeploymentFactory, proxy: T
     assert checkpoint is not None and checkpoint.status == "completed"
 
 
+@pytest.mark.redis
 def test_interrupt_with_the_store_down_requeues_and_resumes_from_the_last_write(
     deploy: DeploymentFactory, proxy: TcpProxy
 ) -> None:
@@ -91,6 +97,7 @@ def test_a_dropped_connection_is_replaced_without_a_ping(proxy: TcpProxy) -> Non
         store.table.drop(store.engine)
 
 
+@pytest.mark.redis
 def test_an_interrupt_whose_answer_is_lost_still_requeues_the_task(
     deploy: DeploymentFactory, proxy: TcpProxy
 ) -> None:

@@ -17,8 +17,12 @@ import tempfile
 import uuid
 from pathlib import Path
 
+import pytest
+
 from tests.integration.harness import ROOT, wait_for
 from tests.services import REDIS_URL, require
+
+pytestmark = pytest.mark.redis
 
 OWN_FILES = ("celery-resumable-notice-", "pymp-")
 

@@ -13,11 +13,19 @@ from tests.integration.conftest import DeploymentFactory
 from tests.integration.harness import HARD_KILL_SETTINGS, wait_for
 from tests.services import MYSQL_URL, POSTGRES_URL, require
 
+pytestmark = pytest.mark.redis
+
 COUNT = 200
 BATCH = 10
 
 
-@pytest.fixture(params=["sqlite", "postgres", "mysql"])
+@pytest.fixture(
+    params=[
+        "sqlite",
+        pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("mysql", marks=pytest.mark.mysql),
+    ]
+)
 def database(request: pytest.FixtureRequest, tmp_path: Path) -> str:
     if request.param == "sqlite":
         return f"sqlite:///{tmp_path / 'data.sqlite3'}"

@@ -1,9 +1,10 @@
 """The Celery app that the integration tests run in real worker processes.
 
 Configured from environment variables so each test picks its broker, queue and store:
-RESUMABLE_TEST_BROKER, RESUMABLE_TEST_QUEUE, RESUMABLE_TEST_STORE (SQLAlchemy URL of the
-checkpoint store), RESUMABLE_TEST_EVENTS (URL of the database the tasks record what they
-did into; the store's by default) and RESUMABLE_TEST_SETTINGS (JSON of extra settings).
+RESUMABLE_TEST_BROKER (the tests' Redis by default), RESUMABLE_TEST_QUEUE,
+RESUMABLE_TEST_STORE (SQLAlchemy URL of the checkpoint store), RESUMABLE_TEST_EVENTS (URL
+of the database the tasks record what they did into; the store's by default) and
+RESUMABLE_TEST_SETTINGS (JSON of extra settings).
 """
 
 from __future__ import annotations
@@ -17,10 +18,11 @@ import sqlalchemy as sa
 from celery import Celery
 
 from celery_resumable import ResumableTask, iterate, set_step_cursor_tx, step, step_cursor
+from tests.services import REDIS_URL
 
 app = Celery("resumable_tests")
 app.conf.update(
-    broker_url=os.environ.get("RESUMABLE_TEST_BROKER", "redis://127.0.0.1:6379/15"),
+    broker_url=os.environ.get("RESUMABLE_TEST_BROKER") or REDIS_URL,
     result_backend=os.environ.get("RESUMABLE_TEST_BACKEND") or None,
     task_default_queue=os.environ.get("RESUMABLE_TEST_QUEUE", "resumable-tests"),
     resumable_store_url=os.environ.get("RESUMABLE_TEST_STORE", "sqlite:///test.sqlite3"),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import datetime
 from typing import Any
 
 import pytest
@@ -21,11 +22,27 @@ def test_defaults() -> None:
         max_runtime=None,
         lease_seconds=60.0,
         max_interruptions=100,
-        keep_completed=604800.0,
+        keep_completed=86400.0,  # Celery's result_expires: one day
         create_tables=True,
         store_wait=300.0,
         track_progress=True,
     )
+
+
+def test_completed_rows_are_kept_as_long_as_celery_keeps_results() -> None:
+    # Given apps with results kept an hour, forever, and a store setting of their own
+    hour = Celery("hour")
+    hour.conf.result_expires = datetime.timedelta(hours=1)
+    forever = Celery("forever")
+    forever.conf.result_expires = None
+    own = Celery("own")
+    own.conf.update(result_expires=60, resumable_keep_completed=7200)
+
+    # Then checkpoints are kept as long as results, a day when results never expire,
+    # and as the store setting says when it is set
+    assert config_for(hour).keep_completed == 3600.0
+    assert config_for(forever).keep_completed == 86400.0
+    assert config_for(own).keep_completed == 7200.0
 
 
 def test_task_options_override_app_settings() -> None:

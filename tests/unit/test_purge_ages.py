@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import math
+import uuid
 from pathlib import Path
 
 import pytest
+from celery import Celery
 
-from celery_resumable import CheckpointStore
-from celery_resumable.store.records import State
+from celery_resumable import CheckpointStore, ResumableTask
 from tests.services import require_entry_point
 from tests.unit.test_cli import celery
 
@@ -21,9 +22,23 @@ BAD_AGES = [
 
 
 def completed(store: CheckpointStore, *task_ids: str) -> None:
-    for task_id in task_ids:
-        store.claim(task_id, "app.report", "o", 60)
-        store.save(task_id, "o", State((), None, None, 0), status="completed")
+    """Run a resumable task to its end under each of ``task_ids``, checkpointing to ``store``."""
+    app = Celery(f"purge_{uuid.uuid4().hex[:8]}", broker="memory://", set_as_current=False)
+    app.conf.update(
+        resumable_store_url=store.url,
+        resumable_table_name=store.table.name,
+        resumable_track_progress=False,
+    )
+
+    @app.task(base=ResumableTask, name="app.report", shared=False)
+    def report() -> None:
+        pass
+
+    try:
+        for task_id in task_ids:
+            assert report.apply(task_id=task_id).state == "SUCCESS"
+    finally:
+        app.close()
 
 
 @pytest.mark.parametrize("age", BAD_AGES)

@@ -76,6 +76,9 @@ class StartingWorker:
         self.concurrency = 1
 
 
+# The bootstep reads the app's tasks, which finalizes it: every shared task defined so
+# far in the session (several under the same names) is registered then.
+@pytest.mark.filterwarnings("ignore::celery.exceptions.DuplicateTaskNameWarning")
 def test_worker_shutting_down_signal_sets_the_notice(app: Celery) -> None:
     from celery import signals
 

@@ -12,8 +12,7 @@ import pytest
 import sqlalchemy as sa
 from celery import Celery
 
-from celery_resumable import CheckpointStore
-from celery_resumable.config import config_for
+from celery_resumable import CheckpointStore, checkpoint_store
 from celery_resumable.errors import CheckpointStoreError
 from celery_resumable.store.faults import is_conflict
 from celery_resumable.store.records import State
@@ -212,7 +211,7 @@ def test_a_table_name_that_cannot_work_everywhere_is_refused_up_front(name: str)
     app = Celery("names")
     app.conf.resumable_table_name = name
     with pytest.raises(ValueError, match="resumable_table_name"):
-        config_for(app)
+        checkpoint_store(app)
 
 
 def test_a_missing_table_is_a_permanent_error(store_url: str) -> None:

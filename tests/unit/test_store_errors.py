@@ -13,7 +13,7 @@ from celery import Celery
 
 from celery_resumable import ResumableTask, checkpoint_store, step
 from celery_resumable.errors import CheckpointStoreError, StepMismatchError
-from tests.services import MYSQL_URL, POSTGRES_URL, require
+from tests.services import MYSQL_URL, POSTGRES_URL, address, require
 
 SECRET = "s3cr3t-pw"
 
@@ -158,22 +158,32 @@ def _with(url: str, **parts: Any) -> str:
     return sa.engine.make_url(url).set(**parts).render_as_string(hide_password=False)
 
 
+def _server(service: str) -> str:
+    """How the messages name the server of ``service``: ``host:port``."""
+    host, port = address(service)
+    return f"{host}:{port}"
+
+
+@pytest.mark.postgres
 def test_a_missing_postgres_database_is_permanent(postgres: str) -> None:
     error = _store_error(_with(postgres, database="nosuchdb"))
 
     assert error.transient is False
-    assert "the database 'nosuchdb' does not exist on the server at 127.0.0.1:5432" in str(error)
+    server = _server("postgres")
+    assert f"the database 'nosuchdb' does not exist on the server at {server}" in str(error)
     assert "resumable_store_url" in str(error)
 
 
+@pytest.mark.postgres
 def test_a_missing_postgres_role_is_permanent(postgres: str) -> None:
     error = _store_error(_with(postgres, username="nosuchuser"))
 
     assert error.transient is False
-    assert "the server at 127.0.0.1:5432 refused the user 'nosuchuser'" in str(error)
+    assert f"the server at {_server('postgres')} refused the user 'nosuchuser'" in str(error)
     assert "resumable_store_url" in str(error)
 
 
+@pytest.mark.postgres
 def test_a_wrong_postgres_password_is_permanent(postgres: str) -> None:
     # Given a role that must log in with a password (trust lets every existing role in
     # on this machine; a missing role is refused the same way as a wrong password)
@@ -183,11 +193,13 @@ def test_a_wrong_postgres_password_is_permanent(postgres: str) -> None:
     assert SECRET not in str(error)
 
 
+@pytest.mark.mysql
 def test_a_missing_mysql_database_is_permanent(mysql: str) -> None:
     error = _store_error(_with(mysql, database="nosuchdb"))
 
     assert error.transient is False
-    assert "the database 'nosuchdb' does not exist on the server at 127.0.0.1:3306" in str(error)
+    server = _server("mysql")
+    assert f"the database 'nosuchdb' does not exist on the server at {server}" in str(error)
 
 
 @pytest.fixture
@@ -205,11 +217,12 @@ def mysql_user(mysql: str) -> Iterator[str]:
         engine.dispose()
 
 
+@pytest.mark.mysql
 def test_a_wrong_mysql_password_is_permanent(mysql: str, mysql_user: str) -> None:
     error = _store_error(_with(mysql, username=mysql_user, password=SECRET))
 
     assert error.transient is False
-    assert f"the server at 127.0.0.1:3306 refused the user {mysql_user!r}" in str(error)
+    assert f"the server at {_server('mysql')} refused the user {mysql_user!r}" in str(error)
     assert SECRET not in str(error)
     assert "resumable_store_url" in str(error)
 

@@ -95,7 +95,11 @@ def columns(url: str, table_name: str) -> dict[str, dict[str, Any]]:
 def statements() -> Iterator[tuple[str, list[str]]]:
     """A URL of the test database with an engine of its own, and the statements it runs."""
     require("mysql")
-    url = f"{MYSQL_URL}?program_name=test_{uuid.uuid4().hex[:8]}"
+    url = (
+        sa.engine.make_url(MYSQL_URL)
+        .update_query_dict({"program_name": f"test_{uuid.uuid4().hex[:8]}"})
+        .render_as_string(hide_password=False)
+    )
     seen: list[str] = []
 
     def record(*args: Any) -> None:
