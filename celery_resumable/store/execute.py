@@ -161,7 +161,12 @@ def on_cursor(cursor: Any, prepared: Prepared, values: Mapping[str, Any], rows: 
     cursor.execute(prepared.sql, parameters)
     if not rows or cursor.description is None:
         return Outcome([], cursor.rowcount)
-    return Outcome([prepared.row(row) for row in cursor.fetchall()], cursor.rowcount)
+    if prepared.columns:
+        return Outcome([prepared.row(row) for row in cursor.fetchall()], cursor.rowcount)
+    # A statement compiled without its returned columns: rows by the driver's names.
+    names = [column[0] for column in cursor.description]
+    found = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    return Outcome(found, cursor.rowcount)
 
 
 def _run(engine: Engine, prepared: Prepared, values: Mapping[str, Any], rows: bool) -> Outcome:

@@ -28,6 +28,7 @@ from sqlalchemy.engine import Dialect
 from celery_resumable.contrib.django.database import dialect_of
 from celery_resumable.errors import CheckpointStoreError
 from celery_resumable.store.engines import secrets_of
+from celery_resumable.store.execute import on_cursor
 from celery_resumable.store.faults import translated
 from celery_resumable.store.prepared import Outcome, Prepared
 from celery_resumable.store.store import CheckpointStore
@@ -121,13 +122,7 @@ class _Executor:
         if prepared is None:
             # The Prepared keeps the statement alive, so its id stays its own.
             prepared = _compiled[key] = Prepared(statement, self.dialect)
-        cursor = self.cursor
-        cursor.execute(prepared.sql, prepared.parameters(values))
-        if cursor.description is None:
-            return Outcome([], cursor.rowcount)
-        names = [column[0] for column in cursor.description]
-        rows = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
-        return Outcome(rows, cursor.rowcount)
+        return on_cursor(self.cursor, prepared, values, rows=True)
 
 
 def _translated(error: Exception, connection: Any, task_id: str) -> CheckpointStoreError:
