@@ -326,6 +326,8 @@ class Run:
 
     def _settle(self) -> None:
         # The run's own code goes on, so every COMMIT it saw begin has returned.
+        if not self.checkpoint.committing:
+            return  # a boundary's usual case: no list copied
         for change in list(self.checkpoint.committing):
             self.tx_committed(change)
 
