@@ -21,6 +21,10 @@ with Celery's (``celery.contrib.pytest``) or pytest-celery's.
   another app or the test does not ask for ``resumable_store``.
 - ``resumable_interrupt``: the interrupt helpers of :mod:`celery_resumable.testing`,
   armed until the end of the test (each fires once).
+
+After each test, before its fixtures are torn down, the plugin ends the lease keeper's
+idle thread (``celery_resumable.testing.stop_lease_keeper``), so that a suite checking for
+leftover threads finds none after eager runs.
 """
 
 from __future__ import annotations
@@ -37,11 +41,17 @@ from celery_resumable.config import forget_config
 from celery_resumable.run.context import Boundary, Run
 from celery_resumable.store.engines import dispose_engine
 from celery_resumable.store.store import CheckpointStore, checkpoint_store
-from celery_resumable.testing import interrupt_after_step, interrupt_at_cursor, interrupt_when
+from celery_resumable.testing import (
+    interrupt_after_step,
+    interrupt_at_cursor,
+    interrupt_when,
+    stop_lease_keeper,
+)
 from celery_resumable.worker.notice import clear_shutdown
 
 __all__ = [
     "ResumableInterrupt",
+    "pytest_runtest_teardown",
     "resumable_app",
     "resumable_celery_app_store",
     "resumable_interrupt",
@@ -171,3 +181,9 @@ def resumable_interrupt() -> Iterator[ResumableInterrupt]:
     """Arm interrupts of resumable runs for the rest of the test (see ResumableInterrupt)."""
     with contextlib.ExitStack() as stack:
         yield ResumableInterrupt(stack)
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """End the lease keeper's idle thread before the test's fixtures are torn down."""
+    stop_lease_keeper()

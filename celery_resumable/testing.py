@@ -7,6 +7,11 @@ task again with the same ``task_id`` to resume it::
     with interrupt_after_step("download"):
         first = import_users.apply(args=(ids,))
     resumed = import_users.apply(args=(ids,), task_id=first.id)
+
+Outside a worker, the thread that renews the leases of running tasks outlives the last
+run by a couple of seconds (so that runs in quick succession share it); a test suite that
+checks for leftover threads calls ``stop_lease_keeper()`` after each test (the pytest
+plugin does).
 """
 
 from __future__ import annotations
@@ -16,8 +21,18 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 from celery_resumable.run.context import Boundary, Run, interrupt_hooks
+from celery_resumable.worker.lease_keeper import keeper
 
-__all__ = ["interrupt_after_step", "interrupt_at_cursor", "interrupt_when"]
+__all__ = ["interrupt_after_step", "interrupt_at_cursor", "interrupt_when", "stop_lease_keeper"]
+
+
+def stop_lease_keeper() -> None:
+    """End the lease keeper's idle thread now, and wait for it to end.
+
+    Does nothing while a run is in progress in the process, or in a worker's process
+    (where the thread stays between runs).
+    """
+    keeper.stop()
 
 
 @contextlib.contextmanager

@@ -3,8 +3,11 @@
 Every tick, the leases of all runs of a store are renewed in one statement, whatever
 their number. The thread also purges old checkpoints (at most every ten minutes per
 store), so purging never runs inside a task's run. In a worker's process the thread stays
-between runs and keeps ticking while idle, so that a new run never has to wake it;
-elsewhere (eager runs) it lives while the process has runs and ends with the last.
+between runs and keeps ticking while idle, so that a new run never has to wake it.
+Elsewhere (eager runs) it outlives the last run by ``IDLE_SECONDS``, so that runs in quick
+succession share one thread instead of starting one each, and then ends; ``stop`` ends it
+at once (a test suite that checks for leftover threads calls it, and the pytest plugin
+does after each test).
 """
 
 from __future__ import annotations
@@ -20,9 +23,12 @@ from celery_resumable.errors import CheckpointStoreError
 if TYPE_CHECKING:
     from celery_resumable.store.store import CheckpointStore
 
-__all__ = ["LeaseHolder", "LeaseKeeper", "keeper"]
+__all__ = ["IDLE_SECONDS", "LeaseHolder", "LeaseKeeper", "keeper"]
 
 logger = logging.getLogger("celery_resumable.worker")
+
+# Outside a worker, how long the thread waits for a new run after the last one ended.
+IDLE_SECONDS = 2.0
 
 
 class LeaseHolder(Protocol):
@@ -47,8 +53,9 @@ class LeaseKeeper:
         self._stores: dict[int, CheckpointStore] = {}
         self._period: float | None = None  # the renewal period the thread sleeps by
         # In a worker's process the thread stays between runs (starting one per run would
-        # cost every short task); elsewhere (eager runs) it ends with the last run.
+        # cost every short task); elsewhere (eager runs) it ends once idle for IDLE_SECONDS.
         self.persistent = False
+        self._ending = False  # end the thread as soon as it is idle (stop)
         self._lock = threading.Lock()
         self._wake = threading.Event()
         self._thread: threading.Thread | None = None
@@ -65,6 +72,7 @@ class LeaseKeeper:
         lease = run.lease
         with self._lock:
             self._runs.add(run)
+            self._ending = False
             # Wake the thread only when its schedule must change: this lease is shorter
             # than the others (or the first). The period is set here, not only by the
             # thread, which may see the run only after it has ended.
@@ -87,50 +95,54 @@ class LeaseKeeper:
             self._wake.set()
 
     def remove(self, run: LeaseHolder) -> None:
-        """Stop renewing ``run``'s lease; the thread ends with the last run of the process."""
+        """Stop renewing ``run``'s lease (the thread stays for the next run a while)."""
         with self._lock:
             self._runs.discard(run)
-            if self._runs or self._thread is None or self.persistent:
-                return
+
+    def stop(self) -> None:
+        """End the thread now, and wait for it, unless it has runs or a worker keeps it."""
+        with self._lock:
             thread = self._thread
+            if thread is None or self._runs or self.persistent:
+                return
+            self._ending = True
         self._wake.set()
-        if thread is threading.current_thread():
-            return
-        # The thread ends at once (or after a purge in progress): wait for it, so that no
-        # thread of ours outlives the runs of the process (test suites check for
-        # lingering threads), unless a new run arrives meanwhile and keeps it.
-        deadline = time.monotonic() + 1.0
-        while thread.is_alive() and time.monotonic() < deadline:
-            with self._lock:
-                if self._runs:
-                    return
-            thread.join(0.005)
+        if thread is not threading.current_thread():
+            thread.join(1.0)
 
     def _loop(self) -> None:
         self._purge_due()
         next_tick: float | None = None
+        idle_since: float | None = None
         while True:
+            now = time.monotonic()
             with self._lock:
-                if not self._runs and not self.persistent:
+                if self._runs or self.persistent:
+                    idle_since = None
+                else:
+                    idle_since = now if idle_since is None else idle_since
+                if idle_since is not None and (self._ending or now - idle_since >= IDLE_SECONDS):
                     self._thread = None
+                    self._period = None
+                    self._ending = False
                     return
                 leases = [run.lease for run in self._runs]
                 shortest = min((lease[3] for lease in leases if lease), default=None)
-                # Idle in a worker, the thread keeps ticking at the last period (a tick
-                # without runs sends nothing), so that the next run does not have to
-                # wake it: its first renewal is at most one period away. Set under the
-                # lock: add() reads it to decide whether to wake the thread.
+                # Idle, the thread keeps ticking at the last period (a tick without runs
+                # sends nothing), so that the next run does not have to wake it: its
+                # first renewal is at most one period away. Set under the lock: add()
+                # reads it to decide whether to wake the thread.
                 if shortest is not None:
                     self._period = shortest / 3
-                elif not self.persistent:
-                    self._period = None
                 period = self._period
             timeout = None
             if period is not None:
-                now = time.monotonic()
                 if next_tick is None or next_tick > now + period:
                     next_tick = now + period
                 timeout = max(next_tick - now, 0.0)
+            if idle_since is not None:
+                left = max(idle_since + IDLE_SECONDS - now, 0.0)
+                timeout = left if timeout is None else min(timeout, left)
             self._wake.wait(timeout)
             self._wake.clear()
             if self._soon or (next_tick is not None and time.monotonic() >= next_tick):
@@ -185,10 +197,13 @@ class LeaseKeeper:
         self._wake = threading.Event()
         self._thread = None
         self._soon = False
+        self._ending = False
 
     def stay(self, persistent: bool) -> None:
-        """Keep the thread between runs (a worker runs here), or let it end when idle."""
-        self.persistent = persistent
+        """Keep the thread between runs (a worker runs here), or end it once idle."""
+        with self._lock:
+            self.persistent = persistent
+            self._ending = not persistent
         if not persistent:
             self._wake.set()
 

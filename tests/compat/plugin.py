@@ -31,6 +31,7 @@ from celery import Celery
 
 import celery_resumable
 from celery_resumable import ResumableTask
+from celery_resumable.testing import stop_lease_keeper
 
 TASK_CLS = "celery_resumable:ResumableTask"
 
@@ -133,6 +134,14 @@ def pytest_runtest_call(item: pytest.Item) -> Any:
         app = getattr(item, "funcargs", {}).get("celery_app")
         if isinstance(app, Celery) and app.task_cls == TASK_CLS:
             evidence["tests_with_resumable_app"] += 1
+
+
+@pytest.hookimpl(tryfirst=True)
+def pytest_runtest_teardown(item: pytest.Item) -> None:
+    """End the lease keeper's idle thread, as the package's own pytest plugin does (the gate
+    turns that plugin off in both runs) and as docs/testing.md tells suites that check for
+    leftover threads."""
+    stop_lease_keeper()
 
 
 def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:

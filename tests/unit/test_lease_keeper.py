@@ -14,6 +14,8 @@ from celery_resumable import CheckpointStore, ResumableTask
 from celery_resumable.config import config_for
 from celery_resumable.run.context import Run
 from celery_resumable.store.store import store_for
+from celery_resumable.testing import stop_lease_keeper
+from celery_resumable.worker import lease_keeper
 from celery_resumable.worker.lease_keeper import LeaseKeeper, keeper
 
 
@@ -155,3 +157,51 @@ def test_in_a_worker_a_new_run_is_renewed_within_a_period_without_waking_the_kee
     assert second.renewed
     assert second.renewed[0] - added < 0.6
     assert thread is not None and not thread.is_alive()
+
+
+def test_eager_runs_in_succession_share_one_thread_which_ends_when_idle(
+    app: Celery, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(lease_keeper, "IDLE_SECONDS", 0.3)
+    stop_lease_keeper()
+
+    @app.task(base=ResumableTask, bind=True)
+    def job(self: Any) -> int:
+        thread = keeper._thread
+        assert thread is not None and thread.is_alive()
+        return id(thread)
+
+    # When tasks run eagerly one after another, outside a worker
+    seen = {job.apply().get() for _ in range(20)}
+    thread = keeper._thread
+
+    # Then one keeper thread served them all, and outlives them for a while
+    assert thread is not None and seen == {id(thread)}
+    assert thread.is_alive()
+    # And it ends on its own once idle
+    thread.join(5)
+    assert not thread.is_alive()
+    assert keeper._thread is None
+
+
+def test_stop_lease_keeper_ends_the_idle_thread_at_once_but_not_a_running_one(
+    app: Celery,
+) -> None:
+    during: list[bool] = []
+
+    @app.task(base=ResumableTask, bind=True)
+    def job(self: Any) -> None:
+        stop_lease_keeper()  # a run is in progress: the thread stays
+        during.append(keeper._thread is not None and keeper._thread.is_alive())
+
+    job.apply().get()
+    thread = keeper._thread
+    assert during == [True]
+    assert thread is not None and thread.is_alive()
+
+    started = time.monotonic()
+    stop_lease_keeper()
+
+    assert not thread.is_alive()
+    assert keeper._thread is None
+    assert time.monotonic() - started < 1.0
