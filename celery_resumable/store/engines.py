@@ -12,6 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import URL, Engine
 
+from celery_resumable.store import held
+
 __all__ = [
     "STATEMENT_TIMEOUT",
     "dispose_engine",
@@ -62,6 +64,7 @@ def dispose_engine(url: str) -> None:
     """Close this process's engine for ``url`` and forget it (a test's database is gone)."""
     with _engines_lock:
         engine = _engines.pop(url, None)
+    held.drop_all(url)
     if engine is not None:
         engine.dispose()
 

@@ -25,7 +25,8 @@ from sqlalchemy.engine import Connection, Dialect, Engine
 from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from celery_resumable.errors import CheckpointStoreError, ResumableError
-from celery_resumable.store.engines import engine_for, safe_url, secrets_of
+from celery_resumable.store import held
+from celery_resumable.store.engines import engine_for, pool_size, safe_url, secrets_of
 from celery_resumable.store.faults import is_conflict, translated
 from celery_resumable.store.prepared import Outcome, Prepared, StatementTooLargeError, abandon
 from celery_resumable.store.statements import Statements
@@ -83,7 +84,7 @@ class Seam:
             engine = engine_for(self.url)
             prepared = self._prepare(engine, choose)
             try:
-                return again(lambda: _run(engine, prepared, values, rows))
+                return again(lambda: _run(self.url, engine, prepared, values, rows))
             except StatementTooLargeError as large:
                 raise CheckpointStoreError(_too_large(large, values), task_id, False) from None
 
@@ -159,42 +160,61 @@ def on_cursor(cursor: Any, prepared: Prepared, values: Mapping[str, Any], rows: 
     if prepared.limit is not None:
         prepared.check_size(parameters)
     cursor.execute(prepared.sql, parameters)
-    if not rows or cursor.description is None:
+    if not prepared.returns_rows:
+        return Outcome([], cursor.rowcount)
+    # Read even when not wanted: SQLite finishes a statement with RETURNING (and ends
+    # its write) only once its rows are read, and the cursor is used again.
+    fetched = cursor.fetchall()
+    if not rows:
         return Outcome([], cursor.rowcount)
     if prepared.columns:
-        return Outcome([prepared.row(row) for row in cursor.fetchall()], cursor.rowcount)
+        return Outcome([prepared.row(row) for row in fetched], cursor.rowcount)
     # A statement compiled without its returned columns: rows by the driver's names.
     names = [column[0] for column in cursor.description]
-    found = [dict(zip(names, row, strict=True)) for row in cursor.fetchall()]
+    found = [dict(zip(names, row, strict=True)) for row in fetched]
     return Outcome(found, cursor.rowcount)
 
 
-def _run(engine: Engine, prepared: Prepared, values: Mapping[str, Any], rows: bool) -> Outcome:
+def _run(
+    url: str, engine: Engine, prepared: Prepared, values: Mapping[str, Any], rows: bool
+) -> Outcome:
     if engine.dispatch.before_cursor_execute:
         # An instrumented engine (statement listeners) gets SQLAlchemy's own execution,
         # so that its listeners see every statement.
         return _through_core(engine, prepared, values, rows)
-    dbapi_error = engine.dialect.loaded_dbapi.Error
+    dialect = engine.dialect
+    dbapi_error = dialect.loaded_dbapi.Error
     try:
-        connection = engine.raw_connection()
+        connection, cursor = kept = held.take(url, engine)
     except dbapi_error as error:  # could not connect
-        raise sa_exc.DBAPIError.instance(
-            None, None, error, dbapi_error, dialect=engine.dialect
-        ) from error
+        raise sa_exc.DBAPIError.instance(None, None, error, dbapi_error, dialect=dialect) from error
     try:
-        cursor = connection.cursor()
-        try:
-            outcome = on_cursor(cursor, prepared, values, rows)
-        except dbapi_error as error:
-            cursor.close()
-            raise _translated(engine, prepared, connection, cursor, error) from error
-        except BaseException:
-            abandon(connection)
-            raise
-        cursor.close()
-        return outcome
-    finally:
-        connection.close()
+        outcome = on_cursor(cursor, prepared, values, rows)
+    except StatementTooLargeError:
+        held.give_back(url, kept, pool_size())  # nothing was sent
+        raise
+    except dbapi_error as error:
+        disconnect = dialect.is_disconnect(error, connection, cursor)
+        if disconnect:
+            # A database restart drops every connection: none of the idle ones is tried.
+            held.close(kept)
+            held.drop_all(url)
+        else:
+            held.give_back(url, kept, pool_size())
+        raise sa_exc.DBAPIError.instance(
+            prepared.sql,
+            None,
+            error,
+            dbapi_error,
+            hide_parameters=True,
+            connection_invalidated=disconnect,
+            dialect=dialect,
+        ) from error
+    except BaseException:
+        held.close(kept)  # interrupted mid-statement: never used again (see ``abandon``)
+        raise
+    held.give_back(url, kept, pool_size())
+    return outcome
 
 
 def _through_core(
@@ -208,25 +228,6 @@ def _through_core(
         except BaseException:
             abandon(connection)
             raise
-
-
-def _translated(
-    engine: Engine, prepared: Prepared, connection: Any, cursor: Any, error: Exception
-) -> sa_exc.DBAPIError:
-    """A driver error as SQLAlchemy raises it; a lost connection is invalidated."""
-    dialect = engine.dialect
-    disconnect = dialect.is_disconnect(error, connection.dbapi_connection, cursor)  # type: ignore[arg-type]
-    if disconnect:
-        connection.invalidate(error)
-    return sa_exc.DBAPIError.instance(  # type: ignore[return-value]
-        prepared.sql,
-        None,
-        error,
-        dialect.loaded_dbapi.Error,
-        hide_parameters=True,
-        connection_invalidated=disconnect,
-        dialect=dialect,
-    )
 
 
 def again(call: Callable[[], T]) -> T:

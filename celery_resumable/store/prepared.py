@@ -79,6 +79,11 @@ class Prepared:
             processor = bind.type.dialect_impl(dialect).bind_processor(dialect)
             if processor is not None:
                 self.processors[name] = processor
+        # Whether the statement returns rows (a SELECT, or DML with RETURNING), known
+        # here so that a run never asks the driver (a cursor's ``description`` costs).
+        self.returns_rows = bool(getattr(statement, "is_select", False)) or bool(
+            compiled.effective_returning
+        )
         self.columns: list[tuple[str, Processor | None]] = [
             (column.name, column.type.dialect_impl(dialect).result_processor(dialect, None))
             for column in returns

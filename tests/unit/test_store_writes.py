@@ -11,6 +11,7 @@ import pytest
 import sqlalchemy as sa
 
 from celery_resumable import CheckpointStore, FinishedStep
+from celery_resumable.store import held
 from celery_resumable.store import operations as _operations
 from celery_resumable.store.records import State
 
@@ -119,29 +120,73 @@ def test_purge_deletes_in_bounded_batches(
     assert store.list() == []
 
 
-def test_statements_take_the_connection_used_last(store: CheckpointStore) -> None:
-    # Given a pool holding two connections, the second one returned last
+def test_a_runs_statements_use_the_connection_used_last_without_the_pool(
+    store: CheckpointStore,
+) -> None:
+    # Given a store whose statements have run before, and two idle connections of its
+    # URL, the second one given back last
     engine = store.engine
     store.claim("warm", "t", "o", 60)
-    first, second = engine.raw_connection(), engine.raw_connection()
-    first_dbapi, second_dbapi = first.dbapi_connection, second.dbapi_connection
-    first.close()
-    second.close()
-    used: list[object] = []
+    first, second = held.take(store.url, engine), held.take(store.url, engine)
+    held.give_back(store.url, first, 10)
+    held.give_back(store.url, second, 10)
+    events: list[str] = []
 
-    def checked_out(dbapi_connection: object, *_: object) -> None:
-        used.append(dbapi_connection)
+    def connected(*_: object) -> None:
+        events.append("connect")
 
+    def checked_out(*_: object) -> None:
+        events.append("checkout")
+
+    sa.event.listen(engine, "connect", connected)
     sa.event.listen(engine, "checkout", checked_out)
     try:
         # When a run claims its task and writes twice
         store.claim("task-1", "t", "owner", 60)
         store.save("task-1", "owner", State((), "loop", 1, 0), lease_seconds=60)
         store.save("task-1", "owner", State((), "loop", 2, 0), lease_seconds=60)
+        # Then no connection was made or checked out of the pool, and the one given
+        # back last is still the next one taken (SQLite keeps its page cache warm)
+        assert events == []
+        assert held.take(store.url, engine) is second
     finally:
+        sa.event.remove(engine, "connect", connected)
         sa.event.remove(engine, "checkout", checked_out)
+        held.give_back(store.url, second, 10)
+    assert store.get("task-1").cursor == 2  # type: ignore[union-attr]
 
-    # Then every statement ran on the connection returned last (SQLite keeps its page
-    # cache warm), never on the other one
-    assert used == [second_dbapi] * 3
-    assert first_dbapi is not second_dbapi
+
+_SESSION_ID = {"postgresql": "SELECT pg_backend_pid()", "mysql": "SELECT CONNECTION_ID()"}
+
+
+def test_a_dropped_connection_drops_every_idle_one_of_its_url(store: CheckpointStore) -> None:
+    engine = store.engine
+    dialect = engine.dialect.name
+    if dialect not in _SESSION_ID:
+        pytest.skip("SQLite has no connection to drop")
+    # Given two idle connections of the store's URL, both ended by the server (a restart)
+    store.claim("warm", "t", "o", 60)
+    idle = [held.take(store.url, engine), held.take(store.url, engine)]
+    sessions = []
+    for connection in idle:
+        connection.cursor.execute(_SESSION_ID[dialect])
+        sessions.append(connection.cursor.fetchall()[0][0])
+        held.give_back(store.url, connection, 10)
+    with engine.connect() as admin:
+        for session in sessions:
+            if dialect == "postgresql":
+                admin.execute(sa.text("SELECT pg_terminate_backend(:p)"), {"p": session})
+            else:
+                admin.execute(sa.text(f"KILL {int(session)}"))
+    time.sleep(0.2)
+
+    # When a run claims a task: the first statement finds its connection dropped
+    claim = store.claim("task-1", "t", "owner", 60)
+
+    # Then it ran again once on a new connection, not on the other dropped one
+    assert claim.claimed
+    taken = held.take(store.url, engine)
+    try:
+        assert all(taken is not connection for connection in idle)
+    finally:
+        held.give_back(store.url, taken, 10)

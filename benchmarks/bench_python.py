@@ -1,0 +1,195 @@
+"""The Python part of a resumable run: its added time with the driver's time taken out.
+
+For each store (SQLite in a temporary directory, PostgreSQL and MariaDB on 127.0.0.1 when
+they answer, or the ``--store`` URLs), the script times ``task.apply()`` runs of a task of
+three small steps, as a resumable task and as a plain task, in a process set up as a
+worker's pool process. Each connection of the store's engine is wrapped (from outside the
+library, by the pool's ``connect`` event) so that the time spent inside the driver's
+``cursor.execute``, ``fetch*`` and ``close`` is added up. A run's Python part is then:
+
+    resumable run - time in the driver - plain run
+
+which is what the library's own code costs per run: its run lifecycle, the steps, the
+request's encoding, the store's plumbing and SQLAlchemy's type processors, but not the
+database's work (which for SQLite runs in this process, inside ``execute``) nor the wire.
+
+    python -m benchmarks.bench_python [--runs 2000] [--repeat 5] [--store URL ...]
+"""
+
+from __future__ import annotations
+
+import argparse
+import gc
+import tempfile
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import sqlalchemy as sa
+from celery import signals
+
+from benchmarks.bench_overhead import STEPS_RESULT, build_tasks, positive, runner, seconds
+from benchmarks.common import (
+    add_store_option,
+    database,
+    print_header,
+    print_table,
+    store_urls,
+    table_name,
+)
+from celery_resumable import checkpoint_store
+
+DESCRIPTION = "The Python part of a resumable run, with the driver's time taken out."
+WARM_UP_RUNS = 50
+TARGET = 80e-6
+
+
+class DriverClock:
+    """Adds up the time spent in the driver's cursor calls, on every connection wrapped."""
+
+    def __init__(self) -> None:
+        self.seconds = 0.0
+        self.calls = 0
+
+
+class TimedCursor:
+    """A driver cursor whose execute, fetch and close calls are timed."""
+
+    def __init__(self, cursor: Any, clock: DriverClock) -> None:
+        self._cursor = cursor
+        self._clock = clock
+
+    def _timed(self, name: str, *args: Any) -> Any:
+        clock = self._clock
+        started = time.perf_counter()
+        try:
+            return getattr(self._cursor, name)(*args)
+        finally:
+            clock.seconds += time.perf_counter() - started
+            clock.calls += 1
+
+    def execute(self, *args: Any) -> Any:
+        return self._timed("execute", *args)
+
+    def fetchall(self) -> Any:
+        return self._timed("fetchall")
+
+    def fetchone(self) -> Any:
+        return self._timed("fetchone")
+
+    def close(self) -> Any:
+        return self._timed("close")
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._cursor, name)
+
+
+class TimedConnection:
+    """A driver connection whose cursors are ``TimedCursor``s; everything else passes."""
+
+    def __init__(self, connection: Any, clock: DriverClock) -> None:
+        object.__setattr__(self, "_connection", connection)
+        object.__setattr__(self, "_clock", clock)
+
+    def cursor(self, *args: Any, **kwargs: Any) -> TimedCursor:
+        return TimedCursor(self._connection.cursor(*args, **kwargs), self._clock)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self._connection, name)
+
+    def __setattr__(self, name: str, value: Any) -> None:
+        setattr(self._connection, name, value)
+
+
+def time_the_driver(engine: sa.Engine, clock: DriverClock) -> None:
+    """Wrap every connection ``engine`` opens from now on (before its first)."""
+
+    def on_connect(_dbapi_connection: Any, record: Any) -> None:
+        record.dbapi_connection = TimedConnection(record.dbapi_connection, clock)
+
+    sa.event.listen(engine, "connect", on_connect)
+
+
+def measure(url: str, runs: int, repeat: int) -> list[str]:
+    """One row: plain run, resumable run, time in the driver, Python part, its target."""
+    tasks = build_tasks(url, table_name())
+    store = checkpoint_store(tasks.app)
+    clock = DriverClock()
+    try:
+        time_the_driver(store.engine, clock)
+        for task in (tasks.plain_steps, tasks.resumable_steps):
+            runner(task, (), STEPS_RESULT, WARM_UP_RUNS)()
+        plain = resumable = driver = float("inf")
+        calls = 0
+        gc.collect()
+        for _ in range(repeat):
+            started = time.perf_counter()
+            runner(tasks.plain_steps, (), STEPS_RESULT, runs)()
+            plain = min(plain, (time.perf_counter() - started) / runs)
+            clock.seconds, clock.calls = 0.0, 0
+            started = time.perf_counter()
+            runner(tasks.resumable_steps, (), STEPS_RESULT, runs)()
+            elapsed = (time.perf_counter() - started) / runs
+            if elapsed < resumable:
+                resumable, driver, calls = elapsed, clock.seconds / runs, clock.calls
+        python = resumable - driver - plain
+        return [
+            database(store.engine),
+            seconds(plain),
+            seconds(resumable),
+            seconds(driver),
+            f"{calls / runs:.1f}",
+            seconds(python),
+            "yes" if python <= TARGET else "no",
+        ]
+    finally:
+        store.table.drop(store.engine, checkfirst=True)
+        store.engine.dispose()
+
+
+def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
+    """Read the command line."""
+    parser = argparse.ArgumentParser(description=DESCRIPTION)
+    parser.add_argument("--runs", type=positive, default=2000, help="task runs per timing")
+    parser.add_argument("--repeat", type=positive, default=5, help="timings; the best is kept")
+    add_store_option(parser)
+    return parser.parse_args(argv)
+
+
+def main(argv: Sequence[str] | None = None) -> None:
+    """Print the table."""
+    args = parse_args(argv)
+    started = time.perf_counter()
+    # As in a worker's pool process: the lease keeper's thread stays between runs.
+    signals.worker_process_init.send(sender=None)
+    print_header("The Python part of a resumable run, with the driver's time taken out")
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="celery-resumable-bench-") as directory:
+        for url in store_urls(args.store, directory):
+            rows.append(measure(url, args.runs, args.repeat))
+    if rows:
+        print_table(
+            f"Per run of 3 small steps, task.apply(), best of {args.repeat} timings of "
+            f"{args.runs:,} runs",
+            [
+                "database",
+                "plain run",
+                "resumable run",
+                "in the driver",
+                "driver calls",
+                "Python part",
+                f"<= {seconds(TARGET)}",
+            ],
+            rows,
+            [
+                "in the driver: time inside the driver's cursor execute/fetch/close calls "
+                "(for SQLite, the database's own work)",
+                "Python part: resumable run - in the driver - plain run: what the library's "
+                "own Python adds to a run",
+            ],
+        )
+    print(f"total time {time.perf_counter() - started:.1f} s")
+
+
+if __name__ == "__main__":
+    main()
