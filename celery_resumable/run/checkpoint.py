@@ -96,6 +96,10 @@ class RunCheckpoint:
         self.last_write = time.monotonic()
         self.open_tx: list[TxChange] = []
         self.committing: list[TxChange] = []
+        # The task's request, recorded by the writes that end a run unfinished (failed,
+        # interrupted) for ``celery resumable retry``; a run that completes never
+        # encodes it.
+        self.request: Mapping[str, Any] | None = None
 
     # -- claim ---------------------------------------------------------------------
 
@@ -106,9 +110,10 @@ class RunCheckpoint:
         """
         if self.store is None or self.task_id is None:
             return None
+        self.request = request
         sent = time.monotonic()
         try:
-            claim = self._take(self.store, self.task_id, request, eager)
+            claim = self._take(self.store, self.task_id, eager)
         except CheckpointStoreError as exc:
             raise StoreUnavailable(exc) from None
         checkpoint = claim.checkpoint
@@ -124,11 +129,9 @@ class RunCheckpoint:
         self.last_write = time.monotonic()
         return checkpoint
 
-    def _take(
-        self, store: CheckpointStore, task_id: str, request: Mapping[str, Any] | None, eager: bool
-    ) -> Claim:
+    def _take(self, store: CheckpointStore, task_id: str, eager: bool) -> Claim:
         name = self.task_name
-        claim = store.claim(task_id, name, self.owner, self.lease_seconds, request)
+        claim = store.claim(task_id, name, self.owner, self.lease_seconds)
         found = claim.checkpoint
         other_task = found.task_name != name and (claim.claimed or found.status == "completed")
         if not (other_task or (eager and found.status == "completed")):
@@ -143,7 +146,7 @@ class RunCheckpoint:
                 store.reset(task_id)
             except CheckpointBusyError:
                 raise LeaseBusy(1.0) from None
-        return store.claim(task_id, name, self.owner, self.lease_seconds, request)
+        return store.claim(task_id, name, self.owner, self.lease_seconds)
 
     def close(self) -> None:
         """Stop renewing the lease (the run has ended)."""
@@ -229,10 +232,12 @@ class RunCheckpoint:
         release: bool,
         progress: bool,
     ) -> bool:
+        if status == "completed":
+            return store.complete(task_id, self.owner, self.interruptions)
         if not progress:
             if not release:
                 return True  # nothing of the progress can be written yet
-            return store.mark(task_id, self.owner, status, self.interruptions)
+            return store.mark(task_id, self.owner, status, self.interruptions, self.request)
         state = sequence.state(self.interruptions)
         stored = self.known_steps(sequence)
         # Until the answer is recorded, whether the row holds the new steps is unknown:
@@ -245,6 +250,7 @@ class RunCheckpoint:
             stored_steps=stored,
             status=status,
             lease_seconds=None if release else self.lease_seconds,
+            request=self.request if release else None,
         )
         self.stored_steps = len(state.finished) if saved else stored
         return saved

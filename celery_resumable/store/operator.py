@@ -30,8 +30,8 @@ def retry_task(app: Any, store: CheckpointStore, task_id: str) -> str | None:
     request = request_of(checkpoint)
     if request is None:
         return (
-            "its request was not recorded (not JSON, or too large); send the task again yourself "
-            "with the same task_id"
+            "its request was not recorded (a run records it when it fails or is interrupted, "
+            "if it can be stored as JSON); send the task again yourself with the same task_id"
         )
     # The options Celery's own retry sends (chain, links, group and chord, headers, time
     # limits, routing), by name from a fixed list: nothing else of the row is passed on.

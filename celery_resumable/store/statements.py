@@ -136,8 +136,11 @@ class Statements:
         keep = {"lease_expires_at": lease_ends}
         # Releasing ends the lease but keeps the owner token: a release re-run after its
         # answer was lost still matches its row, and so recognises its own success. A row
-        # without a lease is free to claim whoever its last owner was.
-        release = {"lease_expires_at": None}
+        # without a lease is free to claim whoever its last owner was. A release (a failed
+        # or interrupted run) records the task's request for ``celery resumable retry``,
+        # unless it has none to give (the recorded one stays).
+        request = sa.func.coalesce(sa.bindparam("p_request", type_=_REQUEST), c.request)
+        release = {"lease_expires_at": None, "request": request}
         write = sa.update(checkpoints).where(fenced)
         self.save = {
             (steps, kept): write.values(
@@ -155,6 +158,27 @@ class Statements:
                 interruptions=sa.bindparam("p_interruptions"),
                 lease_expires_at=None,
                 updated_at=self.now,
+                request=request,
+            )
+        )
+        # A completed row keeps what skipping a late duplicate needs (its id, name,
+        # status, times and the owner token that lets this statement, run twice, match
+        # its row again); the progress and the request go. The status is a parameter,
+        # so that the statement is told apart on the wire.
+        self.complete = (
+            sa.update(checkpoints)
+            .where(fenced)
+            .values(
+                status=sa.bindparam("p_status"),
+                finished_steps=sa.literal([], _JSON),
+                current_step=None,
+                cursor=sa.null(),
+                interruptions=sa.bindparam("p_interruptions"),
+                lease_expires_at=None,
+                updated_at=self.now,
+                request=None,
+                done=None,
+                total=None,
             )
         )
         # One statement renews every lease of a process; owner tokens are unique per run.

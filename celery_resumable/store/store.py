@@ -127,14 +127,20 @@ class CheckpointStore(Operations):
         stored_steps: int = 0,
         status: Status = "running",
         lease_seconds: float | None = None,
+        request: Mapping[str, Any] | None = None,
     ) -> bool:
         """Write ``state`` if ``owner`` still holds the lease; False when it does not.
 
         Only the steps after the first ``stored_steps`` (already stored) are sent. With
-        ``lease_seconds`` the lease is extended; without, it is released.
+        ``lease_seconds`` the lease is extended; without, it is released and ``request``
+        (when given) recorded. A ``completed`` status is written by ``complete``.
         """
+        if status == "completed":
+            return self.complete(task_id, owner, state.interruptions)
         params = _save_params(task_id, owner, state, status, stored_steps, lease_seconds)
         kept = lease_seconds is not None
+        if not kept:
+            params["p_request"] = request_json(request)
 
         steps = "p_new" in params
         written = self._seam.statement(
@@ -142,15 +148,42 @@ class CheckpointStore(Operations):
         )
         return written.rowcount == 1
 
-    def mark(self, task_id: str, owner: str, status: Status, interruptions: int) -> bool:
-        """Set the status and interruption count, release the lease, keep the progress."""
+    def mark(
+        self,
+        task_id: str,
+        owner: str,
+        status: Status,
+        interruptions: int,
+        request: Mapping[str, Any] | None = None,
+    ) -> bool:
+        """Set the status and interruption count, release the lease, keep the progress.
+
+        ``request`` (when given) is recorded; a ``completed`` status is written by
+        ``complete``.
+        """
+        if status == "completed":
+            return self.complete(task_id, owner, interruptions)
         params = {
             "p_task_id": task_id,
             "p_owner": owner,
             "p_status": status,
             "p_interruptions": interruptions,
+            "p_request": request_json(request),
         }
         return self._seam.statement(task_id, "save to", lambda sql: sql.mark, params).rowcount == 1
+
+    def complete(self, task_id: str, owner: str, interruptions: int) -> bool:
+        """Mark the task completed and release the lease; False when ``owner`` no longer
+        holds it. The row's progress and request are dropped: a completed row only
+        keeps a late duplicate from running the task again."""
+        params = {
+            "p_task_id": task_id,
+            "p_owner": owner,
+            "p_status": "completed",
+            "p_interruptions": interruptions,
+        }
+        outcome = self._seam.statement(task_id, "save to", lambda sql: sql.complete, params)
+        return outcome.rowcount == 1
 
     def save_in_transaction(
         self,
