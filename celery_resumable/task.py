@@ -117,7 +117,8 @@ class ResumableTask(Task):  # type: ignore[misc]
         run = Run(self, task_id, config, store_for(config), eager=bool(request.is_eager))
         token = run_context.enter(run)
         try:
-            run.claim(request_record(request))
+            # The request is recorded only if the run ends unfinished: made then.
+            run.claim(functools.partial(request_record, request))
             result = body(*args, **kwargs)
         except TaskInterrupted as stop:
             self._on_interrupt(run, stop)

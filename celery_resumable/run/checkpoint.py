@@ -25,7 +25,7 @@ import datetime as dt
 import enum
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from celery_resumable._types import JSONValue
@@ -38,7 +38,7 @@ from celery_resumable.errors import (
 )
 from celery_resumable.run.lease import LeaseState, RunLease
 from celery_resumable.run.sequence import StepSequence
-from celery_resumable.store.records import Checkpoint, Claim, State, Status
+from celery_resumable.store.records import Claim, Found, State, Status
 
 if TYPE_CHECKING:
     from celery_resumable.store.store import CheckpointStore
@@ -96,14 +96,14 @@ class RunCheckpoint:
         self.last_write = time.monotonic()
         self.open_tx: list[TxChange] = []
         self.committing: list[TxChange] = []
-        # The task's request, recorded by the writes that end a run unfinished (failed,
-        # interrupted) for ``celery resumable retry``; a run that completes never
-        # encodes it.
-        self.request: Mapping[str, Any] | None = None
+        # Makes the task's request, recorded by the writes that end a run unfinished
+        # (failed, interrupted) for ``celery resumable retry``; a run that completes
+        # never makes it.
+        self.request: Callable[[], Mapping[str, Any]] | None = None
 
     # -- claim ---------------------------------------------------------------------
 
-    def claim(self, request: Mapping[str, Any] | None, eager: bool) -> Checkpoint | None:
+    def claim(self, request: Callable[[], Mapping[str, Any]] | None, eager: bool) -> Found | None:
         """Take the task's lease; the checkpoint found, or None for a run that stores nothing.
 
         Raises StoreUnavailable, AlreadyCompleted or LeaseBusy instead of running.
@@ -237,7 +237,7 @@ class RunCheckpoint:
         if not progress:
             if not release:
                 return True  # nothing of the progress can be written yet
-            return store.mark(task_id, self.owner, status, self.interruptions, self.request)
+            return store.mark(task_id, self.owner, status, self.interruptions, self._request())
         state = sequence.state(self.interruptions)
         stored = self.known_steps(sequence)
         # Until the answer is recorded, whether the row holds the new steps is unknown:
@@ -250,10 +250,13 @@ class RunCheckpoint:
             stored_steps=stored,
             status=status,
             lease_seconds=None if release else self.lease_seconds,
-            request=self.request if release else None,
+            request=self._request() if release else None,
         )
         self.stored_steps = len(state.finished) if saved else stored
         return saved
+
+    def _request(self) -> Mapping[str, Any] | None:
+        return None if self.request is None else self.request()
 
     def known_steps(self, sequence: StepSequence) -> int:
         """How many finished steps the stored row holds; read from the row after a write

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import logging
 import time
-import uuid
 from collections.abc import Callable, Mapping
 from contextvars import ContextVar
 from typing import TYPE_CHECKING, Any, Literal, NoReturn
@@ -25,6 +24,7 @@ from celery_resumable.errors import (
 )
 from celery_resumable.run.checkpoint import Row, RunCheckpoint, TxChange
 from celery_resumable.run.lease import LeaseState
+from celery_resumable.run.owner import new_owner
 from celery_resumable.run.progress import progress_info, publish
 from celery_resumable.run.sequence import StepSequence, StepStart
 from celery_resumable.store.records import FinishedStep, Status
@@ -88,7 +88,7 @@ class Run:
             task.name,
             config.lease_seconds,
             config.checkpoint_interval,
-            uuid.uuid4().hex,
+            new_owner(),
         )
         self.cursor_label = ""  # how errors name the running step's cursor
         self.started = now = time.monotonic()
@@ -151,8 +151,11 @@ class Run:
 
     # -- claim and end ---------------------------------------------------------------
 
-    def claim(self, request: Mapping[str, Any] | None = None) -> None:
+    def claim(self, request: Callable[[], Mapping[str, Any]] | None = None) -> None:
         """Take the task's lease and load its checkpoint, before the task body runs.
+
+        ``request`` makes the task's request record, should a write that ends the run
+        unfinished need it.
 
         Raises StoreUnavailable, AlreadyCompleted or LeaseBusy instead of running.
         """

@@ -49,6 +49,9 @@ _fork_hook = False
 def engine_for(url: str) -> Engine:
     """Return this process's engine for ``url``, creating it on first use."""
     global _fork_hook
+    engine = _engines.get(url)
+    if engine is not None:
+        return engine
     with _engines_lock:
         engine = _engines.get(url)
         if engine is None:

@@ -27,7 +27,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 from celery_resumable.errors import CheckpointStoreError, ResumableError
 from celery_resumable.store import held
 from celery_resumable.store.engines import engine_for, pool_size, safe_url, secrets_of
-from celery_resumable.store.faults import is_conflict, translated
+from celery_resumable.store.faults import TRANSLATED, is_conflict, store_error, translated
 from celery_resumable.store.prepared import Outcome, Prepared, StatementTooLargeError, abandon
 from celery_resumable.store.statements import Statements
 from celery_resumable.store.upgrade import upgrade
@@ -79,14 +79,18 @@ class Seam:
         rows: bool = False,
     ) -> Outcome:
         """Run the statement ``choose`` picks, compiled once, with ``values``."""
-        self.ensure_table(task_id)
-        with self.errors(task_id, action):
-            engine = engine_for(self.url)
+        if not self._ready:
+            self.ensure_table(task_id)
+        url = self.url
+        try:
+            engine = engine_for(url)
             prepared = self._prepare(engine, choose)
-            try:
-                return again(lambda: _run(self.url, engine, prepared, values, rows))
-            except StatementTooLargeError as large:
-                raise CheckpointStoreError(_too_large(large, values), task_id, False) from None
+            return again(lambda: _run(url, engine, prepared, values, rows))
+        except StatementTooLargeError as large:
+            raise CheckpointStoreError(_too_large(large, values), task_id, False) from None
+        except TRANSLATED as exc:
+            what = f"{action} {self.where}"
+            raise store_error(exc, task_id, what, self.secrets, url) from None
 
     def work(
         self, task_id: str | None, action: str, work: Callable[[Connection, Statements], T]

@@ -110,21 +110,32 @@ def translated(
         yield
     except CheckpointStoreError:
         raise
-    except (sa_exc.SQLAlchemyError, OSError, ImportError) as exc:
-        detail = _describe(exc)
-        for secret in secrets:
-            detail = detail.replace(secret, "***")
-        explained = diagnosis(exc, url) if url is not None else None
-        if explained is None:
-            message = f"could not {what}: {detail}"
-        elif _connection_fault(exc) is not None:
-            message = f"{explained} ({detail})"  # the server's own words, for the record
-        else:
-            message = explained
-        error = CheckpointStoreError(message, task_id, is_transient(exc))
+    except TRANSLATED as exc:
+        error = store_error(exc, task_id, what, secrets, url)
         if chain:
             raise error from exc
         raise error from None
+
+
+# The errors ``translated`` turns into CheckpointStoreError.
+TRANSLATED = (sa_exc.SQLAlchemyError, OSError, ImportError)
+
+
+def store_error(
+    exc: BaseException, task_id: str | None, what: str, secrets: tuple[str, ...], url: str | None
+) -> CheckpointStoreError:
+    """The CheckpointStoreError saying that ``what`` failed with ``exc`` (see ``translated``)."""
+    detail = _describe(exc)
+    for secret in secrets:
+        detail = detail.replace(secret, "***")
+    explained = diagnosis(exc, url) if url is not None else None
+    if explained is None:
+        message = f"could not {what}: {detail}"
+    elif _connection_fault(exc) is not None:
+        message = f"{explained} ({detail})"  # the server's own words, for the record
+    else:
+        message = explained
+    return CheckpointStoreError(message, task_id, is_transient(exc))
 
 
 def _describe(error: BaseException) -> str:

@@ -9,6 +9,7 @@ SQLAlchemy type processors a Core ``execute`` would apply.
 from __future__ import annotations
 
 import contextlib
+import operator
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, cast
 
@@ -84,6 +85,9 @@ class Prepared:
         self.returns_rows = bool(getattr(statement, "is_select", False)) or bool(
             compiled.effective_returning
         )
+        self._processing = tuple(self.processors.items())
+        # Picks the positional parameters out of a dict (a tuple for two names or more).
+        self._pick = operator.itemgetter(*self.order) if len(self.order) > 1 else None
         self.columns: list[tuple[str, Processor | None]] = [
             (column.name, column.type.dialect_impl(dialect).result_processor(dialect, None))
             for column in returns
@@ -95,9 +99,14 @@ class Prepared:
     def parameters(self, values: Mapping[str, Any]) -> Any:
         """The DBAPI parameters for ``values`` (the statement's named bind parameters)."""
         params = {**self.defaults, **values}
-        for name, process in self.processors.items():
+        for name, process in self._processing:
             params[name] = process(params[name])
-        return tuple(params[name] for name in self.order) if self.positional else params
+        return self._positions(params) if self.positional else params
+
+    def _positions(self, params: dict[str, Any]) -> tuple[Any, ...]:
+        if self._pick is not None:
+            return self._pick(params)  # type: ignore[no-any-return]
+        return tuple(params[name] for name in self.order)
 
     def check_size(self, parameters: Any) -> None:
         """Raise StatementTooLargeError when ``parameters`` exceed ``limit`` bytes."""

@@ -14,11 +14,13 @@ from kombu.utils import json as kombu_json
 from celery_resumable._types import JSONValue
 
 __all__ = [
+    "CLAIM_COLUMNS",
     "RESEND_OPTIONS",
     "STATUSES",
     "Checkpoint",
     "Claim",
     "FinishedStep",
+    "Found",
     "State",
     "Status",
     "checkpoint_of",
@@ -118,12 +120,47 @@ class Checkpoint:
         )
 
 
-@dataclasses.dataclass(frozen=True)
+# The columns a claim reads back: what a run needs to start, resume or stand aside.
+CLAIM_COLUMNS = (
+    "task_name",
+    "status",
+    "finished_steps",
+    "current_step",
+    "cursor",
+    "interruptions",
+    "owner",
+    "lease_expires_at",
+)
+
+
+class Found:
+    """What a claim reads back of its task's row (``CLAIM_COLUMNS``)."""
+
+    __slots__ = CLAIM_COLUMNS
+
+    def __init__(self, row: Mapping[str, Any]) -> None:
+        self.task_name: str = row["task_name"]
+        self.status: Status = row["status"]
+        self.finished_steps = tuple(
+            FinishedStep(item["name"], item["result"]) for item in row["finished_steps"]
+        )
+        self.current_step: str | None = row["current_step"]
+        self.cursor: JSONValue = row["cursor"]
+        self.interruptions: int = row["interruptions"]
+        expires = row["lease_expires_at"]
+        # A released lease keeps its last owner's token in the row; no run holds it.
+        self.owner: str | None = row["owner"] if expires is not None else None
+        self.lease_expires_at = _aware(expires)
+
+
 class Claim:
     """The outcome of trying to take a task's lease: the row, and whether it is ours."""
 
-    checkpoint: Checkpoint
-    claimed: bool
+    __slots__ = ("checkpoint", "claimed")
+
+    def __init__(self, checkpoint: Found, claimed: bool) -> None:
+        self.checkpoint = checkpoint
+        self.claimed = claimed
 
 
 def request_json(request: Mapping[str, Any] | None) -> str | None:

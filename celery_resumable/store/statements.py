@@ -15,6 +15,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from celery_resumable.config import check_table_name
 from celery_resumable.errors import CheckpointStoreError
+from celery_resumable.store.records import CLAIM_COLUMNS
 
 __all__ = ["MAX_TASK_ID", "Statements", "check_table_name", "table"]
 
@@ -200,7 +201,7 @@ class Statements:
         self.owner = sa.select(c.owner).where(by_id)
         # The columns of the rows each statement returns, for its prepared form.
         self.returns: dict[int, list[sa.Column[Any]]] = {
-            id(self.claim): list(checkpoints.c),
+            id(self.claim): [c[name] for name in CLAIM_COLUMNS],
             id(self.select): list(checkpoints.c),
             id(self.owner): [c.owner],
         }
@@ -310,7 +311,8 @@ class Statements:
                 ]
             )
             # MariaDB returns the row as the statement left it, inserted, taken or not.
-            return upsert.returning(*t.c) if self.returning else upsert
+            claimed = [t.c[name] for name in CLAIM_COLUMNS]
+            return upsert.returning(*claimed) if self.returning else upsert
         dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         conflict = dialect_insert(t).values(values)
         return conflict.on_conflict_do_update(
@@ -322,4 +324,4 @@ class Statements:
                 "updated_at": conflict.excluded.updated_at,
             },
             where=takeable,
-        ).returning(*t.c)
+        ).returning(*[t.c[name] for name in CLAIM_COLUMNS])

@@ -25,9 +25,9 @@ from celery_resumable.store.operations import Operations
 from celery_resumable.store.prepared import Outcome
 from celery_resumable.store.records import (
     Claim,
+    Found,
     State,
     Status,
-    checkpoint_of,
     request_json,
 )
 from celery_resumable.store.statements import MAX_TASK_ID, Statements, check_table_name, table
@@ -113,10 +113,10 @@ class CheckpointStore(Operations):
         if taken.rows:
             row = taken.rows[0]
         else:
-            found = self._seam.statement(task_id, action, lambda sql: sql.select, params, rows=True)
-            row = found.rows[0]
-        checkpoint = checkpoint_of(row)
-        return Claim(checkpoint, checkpoint.owner == owner)
+            read = self._seam.statement(task_id, action, lambda sql: sql.select, params, rows=True)
+            row = read.rows[0]
+        found = Found(row)
+        return Claim(found, found.owner == owner)
 
     def save(
         self,

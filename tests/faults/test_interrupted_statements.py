@@ -60,7 +60,7 @@ def test_an_exception_inside_a_write_leaves_the_pool_clean(faulty: Faulty, write
     second = store.get("task-2")
     assert second is not None and second.task_id == "task-2" and second.cursor is None
     assert store.save("task-2", "owner-2", State((), "loop", 9, 0), lease_seconds=60)
-    assert store.claim("task-3", "t", "owner-3", 60).checkpoint.task_id == "task-3"
+    assert store.claim("task-3", "t", "owner-3", 60).checkpoint.task_name == "t"
     second = store.get("task-2")
     assert second is not None and second.cursor == 9
     assert store.renew([("task-2", "owner-2")], 60) == {"task-2"}

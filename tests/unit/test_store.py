@@ -28,7 +28,14 @@ def test_first_claim_creates_the_row_and_takes_the_lease(store: CheckpointStore)
     claim = store.claim(task_id, "app.import_users", "owner-1", 60)
 
     assert claim.claimed
-    checkpoint = claim.checkpoint
+    found = claim.checkpoint
+    assert (found.task_name, found.status, found.owner) == (
+        "app.import_users",
+        "running",
+        "owner-1",
+    )
+    checkpoint = store.get(task_id)
+    assert checkpoint is not None
     assert (checkpoint.task_id, checkpoint.task_name, checkpoint.status) == (
         task_id,
         "app.import_users",
@@ -41,6 +48,7 @@ def test_first_claim_creates_the_row_and_takes_the_lease(store: CheckpointStore)
     )
     assert checkpoint.owner == "owner-1"
     assert checkpoint.lease_expires_at is not None
+    assert checkpoint.lease_expires_at == found.lease_expires_at
     assert checkpoint.lease_expires_at > checkpoint.updated_at
 
 

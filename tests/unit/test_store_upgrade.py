@@ -225,7 +225,8 @@ def test_a_0_1_table_with_whole_second_times_gets_microsecond_times(
     assert described["task_id"]["COLLATION_NAME"] == "utf8mb4_bin"
     assert resumed.claimed
     assert resumed.checkpoint.current_step == "b"
-    assert resumed.checkpoint.created_at.year == 2026
+    kept = store.get("Old-1")
+    assert kept is not None and kept.created_at.year == 2026
 
 
 def test_processes_upgrading_a_0_1_table_at_once_tolerate_each_other(
