@@ -46,8 +46,9 @@ class LeaseDoor:
         self.lease_seconds = lease_seconds
         self._lock = threading.Lock()
         self._lease: Lease | None = None
-        self._until = float("-inf")
-        self._missing = False
+        # Until when the lease is surely held, and whether the keeper found it missing:
+        # one tuple, replaced whole under the lock, so that reading it takes none.
+        self._view: tuple[float, bool] = (float("-inf"), False)
 
     @property
     def lease(self) -> Lease | None:
@@ -73,17 +74,18 @@ class LeaseDoor:
         """The keeper did not find the lease: another run took it, or a reset."""
         with self._lock:
             if self._lease is not None:
-                self._missing = True
+                self._view = (self._view[0], True)
 
     def extend(self, until: float) -> None:
         """The lease is surely held until ``until`` (monotonic), or longer."""
         with self._lock:
-            self._until = max(self._until, until)
+            held, missing = self._view
+            if until > held:
+                self._view = (until, missing)
 
     def read(self) -> tuple[float, bool]:
         """Until when the lease is surely held, and whether the keeper found it missing."""
-        with self._lock:
-            return self._until, self._missing
+        return self._view
 
 
 class RunLease:

@@ -8,7 +8,7 @@ row should hold returns True, so the owner of the checkpoint knows it has change
 
 from __future__ import annotations
 
-import dataclasses
+from typing import NamedTuple
 
 from celery_resumable._types import JSONValue
 from celery_resumable.errors import (
@@ -22,8 +22,7 @@ from celery_resumable.store.records import FinishedStep, State
 __all__ = ["StepSequence", "StepStart"]
 
 
-@dataclasses.dataclass(frozen=True)
-class StepStart:
+class StepStart(NamedTuple):
     """What ``begin`` decided: skip with a stored result, or run from a cursor."""
 
     skipped: bool

@@ -85,6 +85,11 @@ class Prepared:
         self.returns_rows = bool(getattr(statement, "is_select", False)) or bool(
             compiled.effective_returning
         )
+        # Constant parameters (literals) are processed once, here.
+        for name in list(self.defaults):
+            process = self.processors.pop(name, None)
+            if process is not None:
+                self.defaults[name] = process(self.defaults[name])
         self._processing = tuple(self.processors.items())
         # Picks the positional parameters out of a dict (a tuple for two names or more).
         self._pick = operator.itemgetter(*self.order) if len(self.order) > 1 else None

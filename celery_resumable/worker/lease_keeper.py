@@ -122,9 +122,12 @@ class LeaseKeeper:
                 else:
                     idle_since = now if idle_since is None else idle_since
                 if idle_since is not None and (self._ending or now - idle_since >= IDLE_SECONDS):
+                    # The stores of past runs are forgotten too: the next run brings its
+                    # own (a store purges at most every ten minutes whoever asks).
                     self._thread = None
                     self._period = None
                     self._ending = False
+                    self._stores = {}
                     return
                 leases = [run.lease for run in self._runs]
                 shortest = min((lease[3] for lease in leases if lease), default=None)
