@@ -42,6 +42,7 @@ from benchmarks.common import (
     table_name,
 )
 from celery_resumable import checkpoint_store
+from celery_resumable.testing import stop_lease_keeper
 
 DESCRIPTION = "The Python part of a resumable run, with the driver's time taken out."
 WARM_UP_RUNS = 50
@@ -167,6 +168,7 @@ def measure(url: str, runs: int, repeat: int) -> list[str]:
             "yes" if body <= TARGET else "no",
         ]
     finally:
+        stop_lease_keeper()  # it would purge the dropped table next
         store.table.drop(store.engine, checkfirst=True)
         store.engine.dispose()
 
