@@ -10,9 +10,10 @@ import click
 from kombu.exceptions import OperationalError as BrokerError
 
 from celery_resumable.errors import CheckpointBusyError, CheckpointStoreError, ResumableError
-from celery_resumable.store.operator import retry_task
 from celery_resumable.store.records import STATUSES, Checkpoint, request_of
-from celery_resumable.store.store import checkpoint_store
+
+# Every `celery` command loads this module (the `celery.commands` entry point), so it
+# imports nothing heavy: the store (SQLAlchemy) is imported when a command runs.
 
 __all__ = ["main", "resumable"]
 
@@ -48,6 +49,8 @@ def _app(ctx: click.Context) -> Any:
 
 
 def _store(ctx: click.Context) -> Any:
+    from celery_resumable.store.store import checkpoint_store
+
     return checkpoint_store(_app(ctx))
 
 
@@ -172,6 +175,9 @@ def reset_command(ctx: click.Context, task_ids: tuple[str, ...], force: bool) ->
 def retry_command(ctx: click.Context, task_ids: tuple[str, ...]) -> None:
     """Send failed tasks again under their ids; each resumes from its checkpoint."""
     app = _app(ctx)
+    from celery_resumable.store.operator import retry_task
+    from celery_resumable.store.store import checkpoint_store
+
     store = checkpoint_store(app)
     refused = False
     for task_id in task_ids:

@@ -54,3 +54,29 @@ def test_importing_and_sending_connect_no_signal_and_start_no_thread() -> None:
     assert seen["threads"] == ["MainThread"]
     # And the workers of the app, should one start, get the resumable bootstep
     assert seen["steps"] == ["ResumableWorker"]
+
+
+_COMMAND_PROBE = textwrap.dedent(
+    """
+    import json, sys
+    import celery.bin.celery  # every `celery` command loads the commands of its plugins
+    import celery_resumable.cli
+    heavy = [m for m in ("sqlalchemy", "celery_resumable.store.store") if m in sys.modules]
+    print(json.dumps({"heavy": heavy, "command": celery_resumable.cli.resumable.name}))
+    """
+)
+
+
+def test_the_celery_command_plugin_imports_nothing_heavy() -> None:
+    # Given a fresh interpreter running a `celery` command, which loads the
+    # `celery.commands` entry points of installed packages
+    done = subprocess.run(
+        [sys.executable, "-c", _COMMAND_PROBE],
+        capture_output=True,
+        text=True,
+        check=True,
+        timeout=60,
+    )
+    seen = json.loads(done.stdout.strip().splitlines()[-1])
+    # Then loading `celery resumable` imports neither SQLAlchemy nor the store
+    assert seen == {"heavy": [], "command": "resumable"}
