@@ -2,7 +2,7 @@
 
 A run that is interrupted or deferred publishes its request again under the same id
 (``ResumableTask._requeue``); a failed run is sent again by ``celery resumable retry``
-from the request its first run recorded (``request_record``).
+from the request recorded when a run ended unfinished (``request_record``).
 """
 
 from __future__ import annotations

@@ -100,8 +100,9 @@ class Checkpoint:
     created_at: dt.datetime
     updated_at: dt.datetime
     request: str | None = None
-    """The task's request recorded by its first run (kombu JSON), if storable: its
-    arguments and the RESEND_OPTIONS that were set."""
+    """The task's request (kombu JSON), recorded by a run that ended failed or
+    interrupted, if storable: its arguments and the RESEND_OPTIONS that were set. None
+    once the task completed."""
     done: int | None = None
     """Items the step in progress has done, as of the last write."""
     total: int | None = None

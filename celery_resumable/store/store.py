@@ -96,8 +96,9 @@ class CheckpointStore(Operations):
     ) -> Claim:
         """Take the lease of ``task_id`` unless a live run holds it or the task completed.
 
-        Creates the row on the task's first run, recording ``request`` (its arguments
-        and routing, for ``celery resumable retry``) when it can be stored as JSON.
+        Creates the row on the task's first run, recording ``request`` when given (its
+        arguments and routing, for ``celery resumable retry``) and storable as JSON. A
+        run gives none: its request is recorded by a write that ends it unfinished.
         """
         _check_task_id(task_id)
         params = {
