@@ -30,7 +30,6 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
-from celery import signals
 
 from benchmarks.bench_overhead import STEPS_RESULT, build_tasks, positive, runner, seconds
 from benchmarks.common import (
@@ -186,8 +185,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Print the table."""
     args = parse_args(argv)
     started = time.perf_counter()
-    # As in a worker's pool process: the lease keeper's thread stays between runs.
-    signals.worker_process_init.send(sender=None)
+    # Eager runs in a row share the lease keeper's thread, as a worker's runs do.
     print_header("The Python part of a resumable run, with the driver's time taken out")
     rows = []
     with tempfile.TemporaryDirectory(prefix="celery-resumable-bench-") as directory:

@@ -22,7 +22,6 @@ import time
 from collections.abc import Callable, Sequence
 
 import sqlalchemy as sa
-from celery import signals
 
 from benchmarks.bench_overhead import (
     STEPS_RESULT,
@@ -236,9 +235,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     """Print the two tables."""
     args = parse_args(argv)
     started = time.perf_counter()
-    # Measure as in a worker's pool process, where the lease keeper's thread stays
-    # between runs (outside a worker it starts and ends with each run).
-    signals.worker_process_init.send(sender=None)
+    # Eager runs in a row share the lease keeper's thread, as a worker's runs do.
     print_header("Fixed cost of a resumable run, in bare single-row UPDATEs, and its traffic")
     rows: list[list[str]] = []
     labels: list[str] = []
