@@ -149,7 +149,8 @@ class Found:
         self.cursor: JSONValue = row["cursor"]
         self.interruptions: int = row["interruptions"]
         expires = row["lease_expires_at"]
-        # A released lease keeps its last owner's token in the row; no run holds it.
+        # A released lease keeps its last owner's token in the row (see the release
+        # statement); no run holds it.
         self.owner: str | None = row["owner"] if expires is not None else None
         self.lease_expires_at = _aware(expires)
 
@@ -225,20 +226,17 @@ def request_of(checkpoint: Checkpoint) -> dict[str, Any] | None:
 
 def checkpoint_of(row: Any) -> Checkpoint:
     """The Checkpoint of a row of the table (a mapping of its columns)."""
+    found = Found(row)
     return Checkpoint(
         task_id=row["task_id"],
-        task_name=row["task_name"],
-        status=row["status"],
-        finished_steps=tuple(
-            FinishedStep(item["name"], item["result"]) for item in row["finished_steps"]
-        ),
-        current_step=row["current_step"],
-        cursor=row["cursor"],
-        interruptions=row["interruptions"],
-        # A released lease keeps its last owner's token in the row (see the release
-        # statement); no run holds it.
-        owner=row["owner"] if row["lease_expires_at"] is not None else None,
-        lease_expires_at=_aware(row["lease_expires_at"]),
+        task_name=found.task_name,
+        status=found.status,
+        finished_steps=found.finished_steps,
+        current_step=found.current_step,
+        cursor=found.cursor,
+        interruptions=found.interruptions,
+        owner=found.owner,
+        lease_expires_at=found.lease_expires_at,
         created_at=_aware(row["created_at"]),  # type: ignore[arg-type]
         updated_at=_aware(row["updated_at"]),  # type: ignore[arg-type]
         request=row["request"],

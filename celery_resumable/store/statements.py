@@ -112,6 +112,7 @@ class Statements:
         self.select = sa.select(checkpoints).where(by_id)
         # Run twice: the second execution finds the row its first one took, owned by the
         # same token, so the claim reads it back as its own (see ``_claim``).
+        self.claimed = [c[name] for name in CLAIM_COLUMNS]  # what a claim reads back
         self.claim = self._claim(clock, lease_ends)
         # A write sends the cursor, and the results of the steps finished since the last
         # write only: appended to the stored list, guarded by its length so that a write
@@ -201,7 +202,7 @@ class Statements:
         self.owner = sa.select(c.owner).where(by_id)
         # The columns of the rows each statement returns, for its prepared form.
         self.returns: dict[int, list[sa.Column[Any]]] = {
-            id(self.claim): [c[name] for name in CLAIM_COLUMNS],
+            id(self.claim): self.claimed,
             id(self.select): list(checkpoints.c),
             id(self.owner): [c.owner],
         }
@@ -311,8 +312,7 @@ class Statements:
                 ]
             )
             # MariaDB returns the row as the statement left it, inserted, taken or not.
-            claimed = [t.c[name] for name in CLAIM_COLUMNS]
-            return upsert.returning(*claimed) if self.returning else upsert
+            return upsert.returning(*self.claimed) if self.returning else upsert
         dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
         conflict = dialect_insert(t).values(values)
         return conflict.on_conflict_do_update(
@@ -324,4 +324,4 @@ class Statements:
                 "updated_at": conflict.excluded.updated_at,
             },
             where=takeable,
-        ).returning(*[t.c[name] for name in CLAIM_COLUMNS])
+        ).returning(*self.claimed)
