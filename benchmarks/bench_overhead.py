@@ -93,11 +93,13 @@ class BenchTasks:
         return BACKENDS.get(backend, backend)
 
 
-def build_tasks(url: str, table_name: str) -> BenchTasks:
-    """Declare the benchmark tasks on a fresh Celery app using the store at ``url``."""
+def build_tasks(url: str, table_name: str, **settings: Any) -> BenchTasks:
+    """Declare the benchmark tasks on a fresh Celery app using the store at ``url``
+    (and the ``resumable_*`` ``settings`` given)."""
     app = Celery("bench", broker="memory://")
     app.conf.resumable_store_url = url
     app.conf.resumable_table_name = table_name
+    app.conf.update(settings)
     every = {"base": ResumableTask, "bind": True, "resumable_checkpoint_interval": 0}
 
     @app.task(bind=True, name="bench.plain_loop")

@@ -28,6 +28,8 @@ import sqlalchemy as sa
 from benchmarks.bench_overhead import STEPS_RESULT, build_tasks, positive
 from benchmarks.common import POSTGRES_URL, print_header, print_table, reachable, table_name
 from celery_resumable import checkpoint_store
+from celery_resumable.store.daily import done_table
+from celery_resumable.store.partitions import partitions
 from celery_resumable.testing import stop_lease_keeper
 
 DESCRIPTION = "Bytes a completed short run leaves in the PostgreSQL checkpoint table."
@@ -35,9 +37,14 @@ TARGET = 200
 DAY = 86_400
 
 
-def measure(url: str, runs: int) -> dict[str, float]:
-    """Run ``runs`` short tasks into a new table and read its sizes."""
-    tasks = build_tasks(url, table_name())
+def measure(url: str, runs: int, daily: bool = False) -> dict[str, float]:
+    """Run ``runs`` short tasks into a new table and read its sizes.
+
+    With ``daily`` (``resumable_daily_partitions``) the completed runs are read in the
+    day partitions of the ``_done`` table, once purge deleted the completed checkpoint
+    rows beside them.
+    """
+    tasks = build_tasks(url, table_name(), resumable_daily_partitions=daily)
     store = checkpoint_store(tasks.app)
     name = store.table_name
     try:
@@ -48,25 +55,31 @@ def measure(url: str, runs: int) -> dict[str, float]:
             if result.result != STEPS_RESULT:
                 raise RuntimeError(f"{task.name} ended {result.state} with {result.result!r}")
         with store.engine.connect().execution_options(isolation_level="AUTOCOMMIT") as db:
-            columns = ", ".join(
-                f"avg(pg_column_size(t.{column.name}))" for column in store.table.columns
-            )
+            if daily:
+                db.execute(sa.text(f"UPDATE {name} SET updated_at = updated_at - interval '1h'"))
+                store.purge()  # the completed checkpoint rows go; their _done rows stay
+                tables = list(partitions(db, f"{name}_done").values())
+                columns = done_table(name).columns
+                rows_of = f"{name}_done"
+            else:
+                tables, columns, rows_of = [name], store.table.columns, name
+            sizes = ", ".join(f"avg(pg_column_size(t.{column.name}))" for column in columns)
             row = db.execute(
-                sa.text(f"SELECT count(*), avg(pg_column_size(t.*)), {columns} FROM {name} AS t")
+                sa.text(f"SELECT count(*), avg(pg_column_size(t.*)), {sizes} FROM {rows_of} AS t")
             ).one()
             count = int(row[0])
-            sizes = {
+            by_column = {
                 column.name: float(value or 0)
-                for column, value in zip(store.table.columns, row[2:], strict=True)
+                for column, value in zip(columns, row[2:], strict=True)
             }
-            before = int(
-                db.execute(sa.text(f"SELECT pg_total_relation_size('{name}')")).scalar_one()
-            )
-            db.execute(sa.text(f"VACUUM FULL {name}"))
-            heap = int(db.execute(sa.text(f"SELECT pg_relation_size('{name}')")).scalar_one())
-            total = int(
-                db.execute(sa.text(f"SELECT pg_total_relation_size('{name}')")).scalar_one()
-            )
+            # The checkpoint table is left out of the day partitions' count: once purge
+            # deleted its completed rows it holds only the runs in progress.
+            every = tables
+            before = sum(_size(db, f"pg_total_relation_size('{t}')") for t in every)
+            for each in every:
+                db.execute(sa.text(f"VACUUM FULL {each}"))
+            heap = sum(_size(db, f"pg_relation_size('{t}')") for t in every)
+            total = sum(_size(db, f"pg_total_relation_size('{t}')") for t in every)
         return {
             "count": count,
             "row": float(row[1]),
@@ -74,11 +87,12 @@ def measure(url: str, runs: int) -> dict[str, float]:
             "indexes": (total - heap) / count,
             "total": total / count,
             "before": before / count,
-            **{f"column {key}": value for key, value in sizes.items()},
+            **{f"column {key}": value for key, value in by_column.items()},
         }
     finally:
         stop_lease_keeper()  # it would purge the dropped table next
-        store.table.drop(store.engine, checkfirst=True)
+        with store.engine.begin() as db:
+            db.execute(sa.text(f"DROP TABLE IF EXISTS {name}, {name}_done"))
         store.engine.dispose()
 
 
@@ -102,50 +116,63 @@ def main(argv: Sequence[str] | None = None) -> None:
         return
     started = time.perf_counter()
     print_header("Bytes a completed short run leaves in the PostgreSQL checkpoint table")
-    sizes = measure(args.store, args.runs)
+    plain = measure(args.store, args.runs)
+    daily = measure(args.store, args.runs, daily=True)
+
+    def verdict(sizes: dict[str, float]) -> str:
+        return "yes" if sizes["total"] <= TARGET else "no"
+
     print_table(
-        f"(a) Per completed run, {sizes['count']:,.0f} runs of 3 small steps",
-        ["what", "bytes", f"<= {TARGET}"],
+        f"(a) Per completed run, {plain['count']:,.0f} runs of 3 small steps",
+        ["what (bytes)", "checkpoint table", "day partitions"],
         [
-            ["row (pg_column_size)", f"{sizes['row']:.0f}", ""],
-            ["heap per row, compacted", f"{sizes['heap']:.0f}", ""],
-            ["indexes per row, compacted", f"{sizes['indexes']:.0f}", ""],
+            ["row (pg_column_size)", f"{plain['row']:.0f}", f"{daily['row']:.0f}"],
+            ["heap per row, compacted", f"{plain['heap']:.0f}", f"{daily['heap']:.0f}"],
+            ["indexes per row, compacted", f"{plain['indexes']:.0f}", f"{daily['indexes']:.0f}"],
+            ["table per row, compacted", f"{plain['total']:.0f}", f"{daily['total']:.0f}"],
+            [f"  <= {TARGET}", verdict(plain), verdict(daily)],
+            ["table per row, before VACUUM", f"{plain['before']:.0f}", f"{daily['before']:.0f}"],
+        ],
+        [
+            "checkpoint table: completed rows kept in it (the default); day partitions: "
+            "resumable_daily_partitions, completed runs in the _done table",
+            "compacted: after VACUUM FULL (heap pages, every index, page overhead "
+            "included); before: with the dead versions the writes leave",
+        ],
+    )
+    for title, sizes in (("checkpoint table", plain), ("_done table", daily)):
+        print_table(
+            f"(b) The columns of a row of the {title} (mean pg_column_size, bytes; 0: NULL)",
+            ["column", "bytes"],
             [
-                "table per row, compacted",
-                f"{sizes['total']:.0f}",
-                "yes" if sizes["total"] <= TARGET else "no",
+                [key.removeprefix("column "), f"{value:.1f}"]
+                for key, value in sizes.items()
+                if key.startswith("column ")
             ],
-            ["table per row, before VACUUM", f"{sizes['before']:.0f}", ""],
-        ],
-        [
-            "compacted: after VACUUM FULL (heap pages, both indexes, page overhead "
-            "included); before: with the dead version each completion write leaves",
-        ],
-    )
-    print_table(
-        "(b) The row's columns (mean pg_column_size, bytes; 0: NULL)",
-        ["column", "bytes"],
-        [
-            [key.removeprefix("column "), f"{value:.1f}"]
-            for key, value in sizes.items()
-            if key.startswith("column ")
-        ],
-    )
+        )
     rows = []
     for rate in (1_000, 10_000):
         for days in (1, 7):
             held = rate * DAY * days
+            # A day partition goes once its last run is older than the retention: the
+            # table holds between ``days`` and ``days + 1`` days of runs.
+            most = rate * DAY * (days + 1) * daily["total"]
             rows.append(
                 [
                     f"{rate:,} tasks/s, kept {days} day{'s' if days > 1 else ''}",
                     f"{held / 1e6:,.0f} M",
-                    f"{held * sizes['total'] / 1e9:,.1f} GB",
+                    f"{held * plain['total'] / 1e9:,.1f} GB",
+                    f"{held * daily['total'] / 1e9:,.1f}-{most / 1e9:,.1f} GB",
                 ]
             )
     print_table(
         "(c) The table at rest for a fleet (rows kept x compacted bytes per row)",
-        ["fleet", "rows", "table"],
+        ["fleet", "rows", "checkpoint table", "day partitions"],
         rows,
+        [
+            "day partitions: a day's partition is dropped whole once its last run is older "
+            "than the retention, so between the retention and one day more is held"
+        ],
     )
     print(f"total time {time.perf_counter() - started:.1f} s")
 

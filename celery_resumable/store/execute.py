@@ -26,8 +26,10 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from celery_resumable.errors import CheckpointStoreError, ResumableError
 from celery_resumable.store import held
+from celery_resumable.store.daily import DailyStatements
 from celery_resumable.store.engines import engine_for, pool_size, safe_url, secrets_of
 from celery_resumable.store.faults import TRANSLATED, is_conflict, store_error, translated
+from celery_resumable.store.partitions import Dropped, maintain
 from celery_resumable.store.prepared import Outcome, Prepared, StatementTooLargeError, abandon
 from celery_resumable.store.statements import Statements
 from celery_resumable.store.upgrade import upgrade
@@ -43,9 +45,12 @@ DEADLOCK_TRIES = 5
 class Seam:
     """Runs the statements of one checkpoint table, on the engine of one store URL."""
 
-    def __init__(self, url: str, table: sa.Table, *, create_tables: bool = True) -> None:
+    def __init__(
+        self, url: str, table: sa.Table, *, create_tables: bool = True, done: sa.Table | None = None
+    ) -> None:
         self.url = url
         self.table = table
+        self.done = done  # the table of completed runs, by day (PostgreSQL only)
         self.create_tables = create_tables
         self.secrets = secrets_of(url)
         self.where = f"the checkpoint store {safe_url(url)} (table {table.name!r})"
@@ -64,8 +69,10 @@ class Seam:
         """The table's statements for ``dialect``, built once."""
         statements = self._statements.get(dialect.name)
         if statements is None:
-            returning = bool(dialect.insert_returning)
-            statements = Statements(self.table, dialect.name, returning)
+            if self.done is not None:
+                statements = DailyStatements(self.table, self.done)
+            else:
+                statements = Statements(self.table, dialect.name, bool(dialect.insert_returning))
             self._statements[dialect.name] = statements
         return statements
 
@@ -121,17 +128,53 @@ class Seam:
         """Create (or upgrade) the table once per process, unless told not to."""
         if self._ready:
             return
+        if self.done is not None:
+            self._check_daily(task_id)
         if self.create_tables:
             with self.errors(task_id, "create the table in"):
                 engine = engine_for(self.url)
-                try:
-                    self.table.metadata.create_all(engine, checkfirst=True)
-                except SQLAlchemyError:
-                    # Another process may have created it between the check and the CREATE.
-                    if not sa.inspect(engine).has_table(self.table.name):
-                        raise
+                for table in (self.table, self.done):
+                    if table is None:
+                        continue
+                    try:
+                        table.metadata.create_all(engine, checkfirst=True)
+                    except SQLAlchemyError:
+                        # Another process may have made it between the check and the CREATE.
+                        if not sa.inspect(engine).has_table(table.name):
+                            raise
                 upgrade(engine, self.table)
+            if self.done is not None:
+                # Partitions not made now (a lock not granted) are made by the next
+                # purge, or by the first completion that misses one.
+                self.made_partitions()
         self._ready = True
+
+    def keep_partitions(self, older_than: float | None) -> Dropped:
+        """Make the day partitions of the _done table due, and drop those older than
+        ``older_than`` seconds (None: none)."""
+        assert self.done is not None
+        with engine_for(self.url).connect() as connection:
+            transactional = connection.execution_options(isolation_level="READ COMMITTED")
+            return maintain(transactional, self.done.name, older_than)
+
+    def made_partitions(self) -> bool:
+        """Whether day partitions of the _done table were missing and are now made."""
+        if self.done is None:
+            return False
+        try:
+            return bool(self.keep_partitions(None).made)
+        except SQLAlchemyError:  # the error of the statement that found one missing says more
+            return False
+
+    def _check_daily(self, task_id: str | None) -> None:
+        dialect = self.engine.dialect.name
+        if dialect != "postgresql":
+            raise CheckpointStoreError(
+                f"resumable_daily_partitions needs a PostgreSQL store; {self.where} is "
+                f"{dialect}: set resumable_daily_partitions = False, or use PostgreSQL",
+                task_id,
+                False,
+            )
 
     def errors(self, task_id: str | None, action: str) -> contextlib.AbstractContextManager[None]:
         """Translate the database errors raised in the block into CheckpointStoreError."""

@@ -12,7 +12,8 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from celery_resumable.errors import CheckpointBusyError, CheckpointStoreError
-from celery_resumable.store.execute import Seam
+from celery_resumable.store.daily import MOVED_AFTER, DailyStatements
+from celery_resumable.store.execute import Seam, again
 from celery_resumable.store.records import STATUSES, Checkpoint, Status, checkpoint_of
 from celery_resumable.store.statements import Statements
 
@@ -74,11 +75,14 @@ class Operations:
             query = query.where(self.table.c.status.in_(_statuses(status)))
         if task_name is not None:
             query = query.where(self.table.c.task_name == task_name)
-        query = query.order_by(self.table.c.updated_at.desc(), self.table.c.task_id)
-        query = query.limit(limit).offset(offset)
 
-        def read(connection: Connection, _: Statements) -> list[Checkpoint]:
-            return [checkpoint_of(row) for row in connection.execute(query).mappings()]
+        def read(connection: Connection, sql: Statements) -> list[Checkpoint]:
+            rows: sa.Select[Any] | sa.CompoundSelect[Any] = query
+            if isinstance(sql, DailyStatements):
+                rows = _with_done(sql, query, status, task_name)
+            ordered = rows.order_by(sa.literal_column("updated_at").desc(), "task_id")
+            found = connection.execute(ordered.limit(limit).offset(offset)).mappings()
+            return [checkpoint_of(row) for row in found]
 
         return self._seam.work(None, "list the checkpoints of", read)
 
@@ -93,10 +97,15 @@ class Operations:
         def delete(connection: Connection, sql: Statements) -> bool | None:
             statement = sql.reset_forced if force else sql.reset
             if connection.execute(statement, {"p_task_id": task_id}).rowcount > 0:
-                return True
-            if connection.execute(sql.owner, {"p_task_id": task_id}).first() is None:
-                return False
-            return None
+                found = True
+            elif connection.execute(sql.owner, {"p_task_id": task_id}).first() is None:
+                found = False
+            else:
+                return None
+            if isinstance(sql, DailyStatements):
+                done = connection.execute(sql.reset_done, {"p_task_id": task_id}).rowcount
+                found = found or done > 0
+            return found
 
         deleted = self._seam.work(task_id, "reset the checkpoint in", delete)
         if deleted is None:
@@ -140,7 +149,27 @@ class Operations:
             found, batch = self._seam.work(None, "purge", delete)
             deleted += batch
             if found < size:
-                return deleted
+                break
+        if self._seam.done is not None and "completed" in statuses:
+            deleted += self._purge_done(age)
+        return deleted
+
+    def _purge_done(self, age: float) -> int:
+        """Delete the completed checkpoint rows kept in the _done table, and drop its day
+        partitions older than ``age``; the rows of the partitions dropped."""
+        params = {"p_age": MOVED_AFTER}
+
+        def delete(connection: Connection, sql: Statements) -> int:
+            assert isinstance(sql, DailyStatements)
+            ids = list(connection.execute(sql.moved_candidates(_PURGE_BATCH), params).scalars())
+            if ids:
+                connection.execute(sql.moved_rows(), {**params, "p_task_ids": ids})
+            return len(ids)
+
+        while self._seam.work(None, "purge", delete) == _PURGE_BATCH:
+            pass
+        with self._seam.errors(None, "drop the old day partitions of"):
+            return again(lambda: self._seam.keep_partitions(age)).rows
 
     def purge_due(self, every: float = _PURGE_EVERY) -> None:
         """Purge the rows older than ``keep_completed`` if ``every`` seconds passed since the last.
@@ -181,3 +210,21 @@ def _statuses(status: Status | Sequence[Status]) -> list[Status]:
         if value not in STATUSES:
             raise ValueError(f"unknown checkpoint status {value!r}; use one of {STATUSES}")
     return statuses
+
+
+def _with_done(
+    sql: DailyStatements,
+    query: sa.Select[Any],
+    status: Status | Sequence[Status] | None,
+    task_name: str | None,
+) -> sa.CompoundSelect[Any]:
+    """``query`` with the _done rows, each task once (a completed checkpoint row that
+    has a _done row is left out)."""
+    c, d = sql.table.c, sql.done.c
+    moved = sa.and_(c.status == "completed", sa.exists().where(d.task_id == c.task_id))
+    done = sql.done_listing()
+    if status is not None and "completed" not in _statuses(status):
+        done = done.where(sa.false())
+    if task_name is not None:
+        done = done.where(d.task_name == task_name)
+    return sa.union_all(query.where(~moved), done)

@@ -109,7 +109,7 @@ class Statements:
         self.free = sa.or_(
             c.owner.is_(None), c.lease_expires_at.is_(None), c.lease_expires_at < self.now
         )
-        self.select = sa.select(checkpoints).where(by_id)
+        self.select: sa.Executable = sa.select(checkpoints).where(by_id)
         # Run twice: the second execution finds the row its first one took, owned by the
         # same token, so the claim reads it back as its own (see ``_claim``).
         self.claimed = [c[name] for name in CLAIM_COLUMNS]  # what a claim reads back
@@ -167,7 +167,7 @@ class Statements:
         # status, times and the owner token that lets this statement, run twice, match
         # its row again); the progress and the request go. The status is a parameter,
         # so that the statement is told apart on the wire.
-        self.complete = (
+        self.complete: sa.Executable = (
             sa.update(checkpoints)
             .where(fenced)
             .values(
@@ -273,18 +273,7 @@ class Statements:
         takes as claimed.
         """
         t = self.table
-        values: dict[str, Any] = {
-            "task_id": sa.bindparam("p_task_id"),
-            "task_name": sa.bindparam("p_task_name"),
-            "status": "running",
-            "finished_steps": sa.literal([], _JSON),
-            "interruptions": 0,
-            "owner": sa.bindparam("p_owner"),
-            "lease_expires_at": lease_ends,
-            "created_at": clock.now(),
-            "updated_at": clock.now(),
-            "request": sa.bindparam("p_request", type_=_REQUEST),
-        }
+        values = self._claim_values(clock, lease_ends)
         takeable = sa.and_(t.c.status != "completed", self.free)
         if self.dialect in ("mysql", "mariadb"):
             insert = mysql.insert(t).values(values)
@@ -313,9 +302,8 @@ class Statements:
             )
             # MariaDB returns the row as the statement left it, inserted, taken or not.
             return upsert.returning(*self.claimed) if self.returning else upsert
-        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
-        conflict = dialect_insert(t).values(values)
-        return conflict.on_conflict_do_update(
+        conflict = self._new_row(values)
+        claim: sa.Executable = conflict.on_conflict_do_update(
             index_elements=[t.c.task_id],
             set_={
                 "owner": conflict.excluded.owner,
@@ -325,3 +313,24 @@ class Statements:
             },
             where=takeable,
         ).returning(*self.claimed)
+        return claim
+
+    def _new_row(self, values: dict[str, Any]) -> Any:
+        """The INSERT of a claim on PostgreSQL or SQLite, before its ON CONFLICT."""
+        dialect_insert = postgresql.insert if self.dialect == "postgresql" else sqlite.insert
+        return dialect_insert(self.table).values(values)
+
+    def _claim_values(self, clock: _Clock, lease_ends: ColumnElement[Any]) -> dict[str, Any]:
+        """The columns of a row a claim inserts."""
+        return {
+            "task_id": sa.bindparam("p_task_id"),
+            "task_name": sa.bindparam("p_task_name"),
+            "status": "running",
+            "finished_steps": sa.literal([], _JSON),
+            "interruptions": 0,
+            "owner": sa.bindparam("p_owner"),
+            "lease_expires_at": lease_ends,
+            "created_at": clock.now(),
+            "updated_at": clock.now(),
+            "request": sa.bindparam("p_request", type_=_REQUEST),
+        }

@@ -18,6 +18,7 @@ from sqlalchemy.engine import Connection, Dialect, Engine
 
 from celery_resumable.config import ResumableConfig, config_for
 from celery_resumable.errors import CheckpointStoreError
+from celery_resumable.store.daily import done_table
 from celery_resumable.store.engines import safe_url
 from celery_resumable.store.execute import Seam
 from celery_resumable.store.faults import translated
@@ -57,13 +58,16 @@ class CheckpointStore(Operations):
         *,
         create_tables: bool = True,
         keep_completed: float = 86400.0,
+        daily_partitions: bool = False,
     ) -> None:
         self.table_name = check_table_name(table_name)
         self.table = table(table_name)
         self.create_tables = create_tables
         self.keep_completed = keep_completed
+        self.daily_partitions = daily_partitions
         self._last_purge = 0.0
-        self._seam = Seam(url, self.table, create_tables=create_tables)
+        done = done_table(table_name) if daily_partitions else None
+        self._seam = Seam(url, self.table, create_tables=create_tables, done=done)
         # Engines of callers' connections whose database was seen to hold the table.
         self._tables_seen: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()
 
@@ -183,7 +187,14 @@ class CheckpointStore(Operations):
             "p_status": "completed",
             "p_interruptions": interruptions,
         }
-        outcome = self._seam.statement(task_id, "save to", lambda sql: sql.complete, params)
+        try:
+            outcome = self._seam.statement(task_id, "save to", lambda sql: sql.complete, params)
+        except CheckpointStoreError as error:
+            if error.transient or not self._seam.made_partitions():
+                raise
+            # The day's partition was missing (no purge made it): made now, the
+            # completion, which wrote nothing, runs once more.
+            outcome = self._seam.statement(task_id, "save to", lambda sql: sql.complete, params)
         return outcome.rowcount == 1
 
     def save_in_transaction(
@@ -352,12 +363,18 @@ def _save_params(
     return params
 
 
-_STORES: dict[tuple[str, str, bool, float], CheckpointStore] = {}
+_STORES: dict[tuple[str, str, bool, float, bool], CheckpointStore] = {}
 
 
 def store_for(config: ResumableConfig) -> CheckpointStore:
     """Return the store for ``config``, one per URL and table in a process."""
-    key = (config.store_url, config.table_name, config.create_tables, config.keep_completed)
+    key = (
+        config.store_url,
+        config.table_name,
+        config.create_tables,
+        config.keep_completed,
+        config.daily_partitions,
+    )
     store = _STORES.get(key)
     if store is None:
         store = CheckpointStore(
@@ -365,6 +382,7 @@ def store_for(config: ResumableConfig) -> CheckpointStore:
             config.table_name,
             create_tables=config.create_tables,
             keep_completed=config.keep_completed,
+            daily_partitions=config.daily_partitions,
         )
         _STORES[key] = store
     return store

@@ -28,17 +28,21 @@ class Faulty:
     proxy: TcpProxy
     store: CheckpointStore
     direct: CheckpointStore
+    daily: bool = False
 
 
 @pytest.fixture(
     params=[
         pytest.param("postgres", marks=pytest.mark.postgres),
+        pytest.param("postgres-daily", marks=pytest.mark.postgres),
         pytest.param("mysql", marks=pytest.mark.mysql),
     ]
 )
 def faulty(request: pytest.FixtureRequest) -> Iterator[Faulty]:
-    """A checkpoint store on PostgreSQL and on MariaDB behind a proxy that fails on demand."""
-    server = request.param
+    """A checkpoint store on PostgreSQL and on MariaDB behind a proxy that fails on demand;
+    ``postgres-daily`` keeps completed runs in day partitions (resumable_daily_partitions)."""
+    server, _, variant = request.param.partition("-")
+    daily = variant == "daily"
     require(server)
     direct_url = SERVERS[server]
     host, port = address(server)
@@ -49,10 +53,12 @@ def faulty(request: pytest.FixtureRequest) -> Iterator[Faulty]:
         .render_as_string(hide_password=False)
     )
     table = f"ckpt_{uuid.uuid4().hex[:12]}"
-    store = CheckpointStore(url, table)
-    direct = CheckpointStore(direct_url, table)
+    store = CheckpointStore(url, table, daily_partitions=daily)
+    direct = CheckpointStore(direct_url, table, daily_partitions=daily)
     try:
-        yield Faulty(server, url, direct_url, table, proxy, store, direct)
+        yield Faulty(server, url, direct_url, table, proxy, store, direct, daily)
     finally:
         proxy.close()
         drop_table(direct_url, table)
+        if daily:
+            drop_table(direct_url, f"{table}_done")

@@ -359,6 +359,7 @@ def app_for(faulty: Faulty) -> Celery:
         resumable_checkpoint_interval=0,
         resumable_lease_seconds=LEASE,
         resumable_max_interruptions=5,
+        resumable_daily_partitions=faulty.daily,
     )
     return app
 
@@ -415,7 +416,8 @@ def test_a_statement_struck_by_a_fault_loses_nothing(
     assert not cell.overlap
     checkpoint = faulty.direct.get(cell.task_id)
     assert checkpoint is not None and checkpoint.status == "completed"
-    OUTCOMES[(statement, fault, faulty.server)] = outcome_text(kinds)
+    if not faulty.daily:
+        OUTCOMES[(statement, fault, faulty.server)] = outcome_text(kinds)
 
 
 def outcome_text(kinds: list[str]) -> str:
@@ -429,6 +431,8 @@ def outcome_text(kinds: list[str]) -> str:
 
 
 def test_purge_struck_by_a_fault_deletes_only_old_rows(faulty: Faulty) -> None:
+    if faulty.daily:
+        pytest.skip("completed runs in day partitions leave a whole day at a time")
     # A store keeping completed rows no time at all: every completed row is old.
     store = CheckpointStore(
         short_timeout(faulty.url, faulty.server), faulty.table, keep_completed=0

@@ -10,9 +10,11 @@ from collections import Counter
 from pathlib import Path
 
 import pytest
+import sqlalchemy as sa
 from celery import Celery
 
 from celery_resumable import CheckpointStore
+from tests.conftest import drop_table
 from tests.integration.conftest import DeploymentFactory, fresh_table, proxied
 from tests.integration.harness import APP, ROOT, TcpProxy, wait_for
 from tests.services import POSTGRES_URL, REDIS_BACKEND_URL
@@ -176,6 +178,42 @@ def test_retry_sends_a_failed_task_again_and_it_resumes(
     )  # fmt: skip
     assert again.returncode == 1
     assert "completed; nothing to retry" in again.stdout
+
+
+@pytest.mark.postgres
+def test_a_late_duplicate_is_skipped_from_the_day_partitions(deploy: DeploymentFactory) -> None:
+    # Given a task completed on a worker whose completed runs go to day partitions, its
+    # completed checkpoint row since deleted by purge (it is known from its _done row)
+    table = fresh_table()
+    settings = {"resumable_daily_partitions": True, "resumable_table_name": table}
+    deployment = deploy("redis", store=POSTGRES_URL, settings=settings)
+    deployment.start_worker()
+    task_id = deployment.send("no_steps")
+    wait_for(lambda: deployment.events(task_id, "ran"), 30, "the task to run")
+    store = CheckpointStore(POSTGRES_URL, table, daily_partitions=True)
+    try:
+        completed = lambda: getattr(store.get(task_id), "status", None) == "completed"  # noqa: E731
+        wait_for(completed, 30, "the completion")
+        with store.engine.begin() as connection:
+            connection.execute(
+                sa.text(f"UPDATE {table} SET updated_at = updated_at - interval '1 hour'")
+            )
+        store.purge()
+        with store.engine.connect() as connection:
+            assert connection.execute(sa.text(f"SELECT count(*) FROM {table}")).scalar() == 0
+
+        # When the same id is delivered again
+        deployment.send("no_steps", task_id=task_id)
+
+        # Then the duplicate is skipped: the body ran once
+        wait_for(
+            lambda: "already completed" in deployment.logs(), 30, "the duplicate to be skipped"
+        )
+        assert len(deployment.events(task_id, "ran")) == 1
+    finally:
+        store.engine.dispose()
+        drop_table(POSTGRES_URL, table)
+        drop_table(POSTGRES_URL, f"{table}_done")
 
 
 def test_a_duplicate_of_a_completed_task_without_steps_is_skipped(

@@ -1,0 +1,238 @@
+"""Completed runs kept in day partitions of PostgreSQL (``resumable_daily_partitions``):
+a completion writes the _done row once, a late duplicate is skipped after the completed
+checkpoint row is gone, and retention drops whole days."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+import sqlalchemy as sa
+from celery import Celery
+
+from celery_resumable import CheckpointStore, ResumableTask, checkpoint_store, step
+from celery_resumable.config import forget_config
+from celery_resumable.errors import CheckpointStoreError
+from celery_resumable.store.partitions import AHEAD_DAYS, partitions
+from tests.conftest import drop_table
+from tests.services import POSTGRES_URL, require
+
+postgres = pytest.mark.postgres
+
+
+@pytest.fixture
+def app(table_name: str) -> Iterator[Celery]:
+    """An app keeping its completed runs in day partitions of a table of this test."""
+    require("postgres")
+    celery_app = Celery("daily", broker="memory://", backend="cache+memory://")
+    celery_app.conf.update(
+        resumable_store_url=POSTGRES_URL,
+        resumable_table_name=table_name,
+        resumable_daily_partitions=True,
+        task_store_eager_result=False,
+    )
+    yield celery_app
+    forget_config(celery_app)
+    drop_table(POSTGRES_URL, table_name)
+    drop_table(POSTGRES_URL, f"{table_name}_done")
+
+
+def _job(app: Celery, ran: list[str]) -> Any:
+    @app.task(base=ResumableTask, bind=True, name="daily.job")
+    def job(self: Any) -> int:
+        ran.append(self.request.id)
+        return step("one", lambda: 1) + step("two", lambda: 2)
+
+    return job
+
+
+def _age(store: CheckpointStore, seconds: float) -> None:
+    """Make the completed checkpoint rows ``seconds`` older (as if written that long ago)."""
+    with store.engine.begin() as connection:
+        connection.execute(
+            sa.text(
+                f"UPDATE {store.table_name} SET updated_at = updated_at - "
+                "make_interval(secs => :s) WHERE status = 'completed'"
+            ),
+            {"s": seconds},
+        )
+
+
+def _live_rows(store: CheckpointStore) -> int:
+    with store.engine.connect() as connection:
+        count = f"SELECT count(*) FROM {store.table_name}"
+        return int(connection.execute(sa.text(count)).scalar_one())
+
+
+def _done_rows(store: CheckpointStore, task_id: str) -> list[Any]:
+    with store.engine.connect() as connection:
+        query = (
+            f"SELECT tableoid::regclass::text, * FROM {store.table_name}_done WHERE task_id = :t"
+        )
+        return list(connection.execute(sa.text(query), {"t": task_id}))
+
+
+@postgres
+def test_a_completion_writes_its_done_row_once_and_only_while_it_holds_the_lease(
+    app: Celery,
+) -> None:
+    store = checkpoint_store(app)
+    assert store.claim("task-1", "daily.job", "owner-1", 60).claimed
+
+    # A completion by a run that lost its lease writes nothing
+    assert not store.complete("task-1", "owner-2", 0)
+    assert _done_rows(store, "task-1") == []
+
+    # The holder's completion writes the row into today's partition; run again (its
+    # answer lost), it matches its row and writes no second one
+    assert store.complete("task-1", "owner-1", 2)
+    assert store.complete("task-1", "owner-1", 2)
+    rows = _done_rows(store, "task-1")
+    assert len(rows) == 1
+    partition, finished_at, _, interruptions, task_id, task_name = rows[0]
+    assert partition == f"{store.table_name}_done_{finished_at:%Y%m%d}"
+    assert (interruptions, task_id, task_name) == (2, "task-1", "daily.job")
+
+
+@postgres
+def test_a_late_duplicate_is_skipped_once_the_completed_row_left_the_checkpoint_table(
+    app: Celery,
+) -> None:
+    ran: list[str] = []
+    job = _job(app, ran)
+    store = checkpoint_store(app)
+    first = job.apply()
+    assert first.result == 3
+
+    # Given the completed checkpoint row deleted by purge, five minutes on
+    assert store.purge() == 0  # too young: it stays beside its _done row
+    assert _live_rows(store) == 1
+    _age(store, 301)
+    assert store.purge() == 0  # not a purge of the task: it is still known completed
+    assert _live_rows(store) == 0
+
+    # When the task is delivered again, the claim finds it completed
+    claim = store.claim(first.id, "daily.job", "late-duplicate", 60)
+    assert not claim.claimed
+    assert claim.checkpoint.status == "completed"
+    assert _live_rows(store) == 0
+    row = store.get(first.id)
+    assert row is not None and row.status == "completed" and row.task_name == "daily.job"
+    assert row.finished_steps == () and row.owner is None
+    assert ran == [first.id]
+
+
+@postgres
+def test_list_shows_each_task_once_with_the_completed_ones_from_the_done_table(
+    app: Celery,
+) -> None:
+    ran: list[str] = []
+    job = _job(app, ran)
+    store = checkpoint_store(app)
+    done = [job.apply().id for _ in range(3)]
+    assert store.claim("running-1", "daily.other", "o", 60).claimed
+
+    def listed(**filters: Any) -> list[tuple[str, str]]:
+        return sorted((c.task_id, c.status) for c in store.list(**filters))
+
+    everything = sorted([*((t, "completed") for t in done), ("running-1", "running")])
+    # While the completed rows are in both tables, and once they left the checkpoint one
+    for moved in (False, True):
+        if moved:
+            _age(store, 301)
+            store.purge()
+            assert _live_rows(store) == 1
+        assert listed() == everything
+        assert listed(status="completed") == sorted((t, "completed") for t in done)
+        assert listed(status="running") == [("running-1", "running")]
+        assert listed(task_name="daily.other") == [("running-1", "running")]
+        assert [c.task_id for c in store.list(limit=1)] == ["running-1"]  # newest first
+        assert len(store.list(limit=2, offset=2)) == 2
+
+
+@postgres
+def test_a_reset_of_a_completed_task_lets_it_run_again(app: Celery) -> None:
+    ran: list[str] = []
+    job = _job(app, ran)
+    store = checkpoint_store(app)
+    task_id = job.apply().id
+    _age(store, 301)
+    store.purge()
+
+    assert store.reset(task_id)
+    assert store.get(task_id) is None
+    assert store.claim(task_id, "daily.job", "owner-2", 60).claimed
+    assert not store.reset("never-seen")
+
+
+@postgres
+def test_purge_drops_the_day_partitions_older_than_keep_completed(app: Celery) -> None:
+    store = checkpoint_store(app)
+    store.get("warm-up")  # makes the tables and the partitions due
+    done = f"{store.table_name}_done"
+    with store.engine.begin() as connection:
+        today = connection.execute(sa.text("SELECT timezone('UTC', now())::date")).scalar_one()
+        days = partitions(connection, done)
+        assert sorted(days) == [today + dt.timedelta(days=n) for n in range(AHEAD_DAYS + 1)]
+        # Given two older days holding 3 and 2 completed runs
+        for back, runs in ((3, 3), (1, 2)):
+            day = today - dt.timedelta(days=back)
+            connection.execute(
+                sa.text(
+                    f'CREATE TABLE "{done}_{day:%Y%m%d}" PARTITION OF "{done}" '
+                    f"FOR VALUES FROM ('{day}') TO ('{day + dt.timedelta(days=1)}')"
+                )
+            )
+            for n in range(runs):
+                connection.execute(
+                    sa.text(f"INSERT INTO {done} VALUES (:at, :at, 0, :id, 'daily.job')"),
+                    {"at": dt.datetime.combine(day, dt.time(12)), "id": f"old-{back}-{n}"},
+                )
+    assert store.get("old-3-0") is not None
+
+    # When purge runs with the default age (one day), then with none
+    assert store.purge() == 3
+    with store.engine.connect() as connection:
+        left = partitions(connection, done)
+    # Then the day that ended more than a day ago went whole; yesterday's stays
+    assert today - dt.timedelta(days=3) not in left
+    assert today - dt.timedelta(days=1) in left
+    assert store.get("old-3-0") is None and store.get("old-1-0") is not None
+    assert store.purge(older_than=0) == 2
+    with store.engine.connect() as connection:
+        assert sorted(partitions(connection, done)) == sorted(days)
+
+
+def test_daily_partitions_need_postgresql(tmp_path: Path) -> None:
+    store = CheckpointStore(f"sqlite:///{tmp_path / 'c.sqlite3'}", daily_partitions=True)
+    with pytest.raises(CheckpointStoreError, match="resumable_daily_partitions needs a Post"):
+        store.get("task-1")
+
+
+def test_the_setting_is_a_flag() -> None:
+    app = Celery("daily-flag", set_as_current=False)
+    app.conf.resumable_daily_partitions = "yes"
+    with pytest.raises(ValueError, match="resumable_daily_partitions must be True or False"):
+        checkpoint_store(app)
+
+
+@postgres
+def test_a_completion_on_a_day_without_its_partition_makes_it(app: Celery) -> None:
+    ran: list[str] = []
+    job = _job(app, ran)
+    store = checkpoint_store(app)
+    store.get("warm-up")
+    done = f"{store.table_name}_done"
+    with store.engine.begin() as connection:
+        for name in partitions(connection, done).values():
+            connection.execute(sa.text(f'DROP TABLE "{name}"'))
+
+    # A run completes all the same, and its _done row is in the partition made for it
+    first = job.apply()
+    assert first.result == 3
+    assert len(_done_rows(store, first.id)) == 1
+    with store.engine.connect() as connection:
+        assert len(partitions(connection, done)) == AHEAD_DAYS + 1
