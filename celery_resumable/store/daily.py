@@ -17,6 +17,7 @@ Three rules keep a late duplicate from running a completed task again:
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
@@ -129,6 +130,13 @@ class DailyStatements(Statements):
         """Delete the rows ``p_task_ids`` that are still completed and moved."""
         ids: sa.BindParameter[list[str]] = sa.bindparam("p_task_ids", expanding=True)
         return sa.delete(self.table).where(self.table.c.task_id.in_(ids), self._moved())
+
+    def _old(self, statuses: Sequence[str], force: bool) -> ColumnElement[bool]:
+        """Old rows, less the completed ones that have a _done row: those go
+        ``MOVED_AFTER`` seconds after it, whatever the age asked (``moved_rows``)."""
+        c, d = self.table.c, self.done.c
+        moved = sa.and_(c.status == "completed", sa.exists().where(d.task_id == c.task_id))
+        return sa.and_(super()._old(statuses, force), ~moved)
 
     def _moved(self) -> ColumnElement[bool]:
         c, d = self.table.c, self.done.c

@@ -69,7 +69,7 @@ class Seam:
         """The table's statements for ``dialect``, built once."""
         statements = self._statements.get(dialect.name)
         if statements is None:
-            if self.done is not None:
+            if self.done is not None and dialect.name == "postgresql":
                 statements = DailyStatements(self.table, self.done)
             else:
                 statements = Statements(self.table, dialect.name, bool(dialect.insert_returning))

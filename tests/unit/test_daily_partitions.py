@@ -236,3 +236,19 @@ def test_a_completion_on_a_day_without_its_partition_makes_it(app: Celery) -> No
     assert len(_done_rows(store, first.id)) == 1
     with store.engine.connect() as connection:
         assert len(partitions(connection, done)) == AHEAD_DAYS + 1
+
+
+@postgres
+def test_purge_keeps_a_fresh_completed_row_beside_its_done_row_whatever_the_age(
+    app: Celery,
+) -> None:
+    ran: list[str] = []
+    job = _job(app, ran)
+    store = checkpoint_store(app)
+    task_id = job.apply().id
+
+    # A purge of every completed row leaves it: a claim that started before the
+    # completion committed may still be looking for it
+    store.purge(older_than=0)
+    assert _live_rows(store) == 1
+    assert store.get(task_id) is not None
