@@ -32,6 +32,10 @@ _REQUEST = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
 
 DIALECTS = ("sqlite", "postgresql", "mysql", "mariadb")
 
+# An empty list of finished steps, written into the SQL: as a bound value the driver
+# would encode it as JSON again at every execution.
+_NO_STEPS = sa.literal_column("'[]'", _JSON)
+
 
 def table(name: str) -> sa.Table:
     """The checkpoint table named ``name``."""
@@ -172,7 +176,7 @@ class Statements:
             .where(fenced)
             .values(
                 status=sa.bindparam("p_status"),
-                finished_steps=sa.literal([], _JSON),
+                finished_steps=_NO_STEPS,
                 current_step=None,
                 cursor=sa.null(),
                 interruptions=sa.bindparam("p_interruptions"),
@@ -326,7 +330,7 @@ class Statements:
             "task_id": sa.bindparam("p_task_id"),
             "task_name": sa.bindparam("p_task_name"),
             "status": "running",
-            "finished_steps": sa.literal([], _JSON),
+            "finished_steps": _NO_STEPS,
             "interruptions": 0,
             "owner": sa.bindparam("p_owner"),
             "lease_expires_at": lease_ends,
