@@ -122,30 +122,29 @@ class DailyStatements(Statements):
         return self._done_rows()
 
     def moved_candidates(self, batch: int) -> sa.Select[Any]:
-        """The ids of at most ``batch`` completed checkpoint rows that have a _done row
-        that committed at least ``p_age`` seconds ago."""
+        """The ids of at most ``batch`` archived checkpoint rows completed at least
+        ``p_age`` seconds ago."""
         return sa.select(self.table.c.task_id).where(self._moved()).limit(batch)
 
     def moved_rows(self) -> sa.Delete:
-        """Delete the rows ``p_task_ids`` that are still completed and moved."""
+        """Delete the rows ``p_task_ids`` that are still archived and that old."""
         ids: sa.BindParameter[list[str]] = sa.bindparam("p_task_ids", expanding=True)
         return sa.delete(self.table).where(self.table.c.task_id.in_(ids), self._moved())
 
-    def _old(self, statuses: Sequence[str], force: bool) -> ColumnElement[bool]:
-        """Old rows, less the completed ones that have a _done row: those go
-        ``MOVED_AFTER`` seconds after it, whatever the age asked (``moved_rows``)."""
+    def archived(self) -> ColumnElement[bool]:
+        """A completed checkpoint row whose run has its _done row."""
         c, d = self.table.c, self.done.c
-        moved = sa.and_(c.status == "completed", sa.exists().where(d.task_id == c.task_id))
-        return sa.and_(super()._old(statuses, force), ~moved)
+        return sa.and_(c.status == "completed", sa.exists().where(d.task_id == c.task_id))
+
+    def _old(self, statuses: Sequence[str], force: bool) -> ColumnElement[bool]:
+        """Old rows, less the archived ones: those go ``MOVED_AFTER`` seconds after their
+        completion, whatever the age asked (``moved_rows``)."""
+        return sa.and_(super()._old(statuses, force), ~self.archived())
 
     def _moved(self) -> ColumnElement[bool]:
-        c, d = self.table.c, self.done.c
+        # The completion wrote the row's updated_at and its _done row in one statement.
         cutoff = _Clock("postgresql").shifted("p_age", "-")
-        return sa.and_(
-            c.status == "completed",
-            c.updated_at < cutoff,
-            sa.exists().where(d.task_id == c.task_id),
-        )
+        return sa.and_(self.archived(), self.table.c.updated_at < cutoff)
 
 
 def _value(value: Any) -> Any:

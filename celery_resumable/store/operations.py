@@ -220,11 +220,10 @@ def _with_done(
 ) -> sa.CompoundSelect[Any]:
     """``query`` with the _done rows, each task once (a completed checkpoint row that
     has a _done row is left out)."""
-    c, d = sql.table.c, sql.done.c
-    moved = sa.and_(c.status == "completed", sa.exists().where(d.task_id == c.task_id))
+    d = sql.done.c
     done = sql.done_listing()
     if status is not None and "completed" not in _statuses(status):
         done = done.where(sa.false())
     if task_name is not None:
         done = done.where(d.task_name == task_name)
-    return sa.union_all(query.where(~moved), done)
+    return sa.union_all(query.where(~sql.archived()), done)
