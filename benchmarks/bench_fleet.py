@@ -61,6 +61,7 @@ from benchmarks.workers import (
     worker_env,
 )
 from celery_resumable import checkpoint_store
+from celery_resumable.store.daily import MOVED_AFTER
 
 DESCRIPTION = "P worker processes sustaining short resumable runs against one PostgreSQL."
 APP = "benchmarks.fleet_app"
@@ -131,8 +132,15 @@ class Fleet:
     """P workers on one queue, a producer keeping it filled, and the store's database."""
 
     def __init__(
-        self, workers: int, server: Server, broker: str, directory: Path, database: str
+        self,
+        workers: int,
+        server: Server,
+        broker: str,
+        directory: Path,
+        database: str,
+        daily: bool = False,
     ) -> None:
+        self.daily = daily
         self.queue = f"bench-fleet-{uuid.uuid4().hex[:8]}"
         self.counter = f"{self.queue}:finished"
         self.broker = broker
@@ -153,6 +161,7 @@ class Fleet:
                 "BENCH_STORE": self.store_url,
                 "BENCH_TABLE": TABLE,
                 "BENCH_COUNTER": self.counter,
+                "BENCH_DAILY": "1" if daily else "",
             }
         )
         self.workers = [
@@ -190,11 +199,7 @@ class Fleet:
         """The checkpoint table's size (indexes and TOAST included) and rows."""
         if self.table_connection is None:
             self.table_connection = self.server.connect(self.database)
-        row = self.table_connection.execute(
-            f"SELECT pg_total_relation_size('{TABLE}'), count(*) FROM {TABLE}"
-        ).fetchone()
-        assert row is not None
-        return Table(int(row[0]), int(row[1]))
+        return table_now(self.table_connection, self.daily)
 
     def backlog(self, seconds: float) -> int:
         """Completed rows not written for more than ``seconds`` seconds."""
@@ -233,6 +238,22 @@ class Fleet:
         self.redis.close()
 
 
+def table_now(connection: psycopg.Connection[Any], daily: bool) -> Table:
+    """The checkpoint table's size (indexes and TOAST included, and with ``daily`` its
+    day partitions') and its rows (one per run)."""
+    done = (
+        " + (SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits "
+        f"WHERE inhparent = '{TABLE}_done'::regclass)"
+        if daily
+        else ""
+    )
+    row = connection.execute(
+        f"SELECT pg_total_relation_size('{TABLE}'){done}, count(*) FROM {TABLE}"
+    ).fetchone()
+    assert row is not None
+    return Table(int(row[0]), int(row[1]))
+
+
 def purge_loop(
     fleet: Fleet, start: float, args: argparse.Namespace, stop: threading.Event, purges: Purges
 ) -> None:
@@ -240,17 +261,14 @@ def purge_loop(
     app = Celery("bench_fleet_purge")
     app.conf.resumable_store_url = fleet.store_url
     app.conf.resumable_table_name = TABLE
+    app.conf.resumable_daily_partitions = fleet.daily
     store = checkpoint_store(app)
     connection = fleet.server.connect(fleet.database)
     try:
         next_call = start + args.keep
         while not stop.wait(max(0.0, next_call - time.perf_counter())):
             if purges.before_first is None:
-                row = connection.execute(
-                    f"SELECT pg_total_relation_size('{TABLE}'), count(*) FROM {TABLE}"
-                ).fetchone()
-                assert row is not None
-                purges.before_first = Table(int(row[0]), int(row[1]))
+                purges.before_first = table_now(connection, fleet.daily)
             began = time.perf_counter()
             try:
                 purges.deleted += store.purge(older_than=args.keep)
@@ -268,7 +286,7 @@ def measure(workers: int, server: Server, args: argparse.Namespace) -> FleetResu
     """Run P workers for the window; return what was measured."""
     database = server.create(f"fleet_p{workers}")
     with tempfile.TemporaryDirectory(prefix="celery-resumable-bench-") as directory:
-        fleet = Fleet(workers, server, args.broker, Path(directory), database)
+        fleet = Fleet(workers, server, args.broker, Path(directory), database, args.daily)
         try:
             began = time.perf_counter()
             wait_for_count(
@@ -302,7 +320,7 @@ def measure(workers: int, server: Server, args: argparse.Namespace) -> FleetResu
             stop.set()
             purger.join(60)
             end_table = fleet.table()
-            backlog = fleet.backlog(args.keep + 2 * args.purge_every)
+            backlog = fleet.backlog(kept(args) + 2 * args.purge_every)
             row_bytes = fleet.row_bytes()
         finally:
             fleet.close()
@@ -345,6 +363,11 @@ def row_of(result: FleetResult) -> list[str]:
     ]
 
 
+def kept(args: argparse.Namespace) -> float:
+    """How long purge leaves a completed row in the checkpoint table."""
+    return max(args.keep, MOVED_AFTER) if args.daily else args.keep
+
+
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     """Read the command line."""
     parser = argparse.ArgumentParser(description=DESCRIPTION)
@@ -362,6 +385,11 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="SQLAlchemy URL of the PostgreSQL server (its databases are created and dropped)",
     )
     parser.add_argument("--broker", default=REDIS_URL, help="Redis broker")
+    parser.add_argument(
+        "--daily",
+        action="store_true",
+        help="resumable_daily_partitions: completed runs also go to day partitions",
+    )
     return parser.parse_args(argv)
 
 
@@ -397,7 +425,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     ]
     print_table(
         f"Worker processes (solo pool) sustaining a 3-step resumable task for {args.seconds:g} s; "
-        f"purge(older_than={args.keep:g}) every {args.purge_every:g} s",
+        f"purge(older_than={args.keep:g}) every {args.purge_every:g} s"
+        + (", day partitions (resumable_daily_partitions)" if args.daily else ""),
         [
             "P",
             "runs/s",
@@ -431,8 +460,15 @@ def main(argv: Sequence[str] | None = None) -> None:
                     }
                 )
             ),
-            f"purge keeps pace: no completed row older than {args.keep + 2 * args.purge_every:g} s "
-            "left at the end (old), and no purge call longer than the interval",
+            "purge keeps pace: no completed row older than "
+            f"{kept(args) + 2 * args.purge_every:g} s left at the end (old), and no purge "
+            "call longer than the interval"
+            + (
+                "; day partitions: a completed checkpoint row stays "
+                f"{MOVED_AFTER:g} s beside its _done row, and table bytes count both tables"
+                if args.daily
+                else ""
+            ),
             "the commits, flushes and WAL include the purge's and the lease renewals'",
             "other databases of the server committed meanwhile (not counted): "
             + (", ".join(f"{name} {count:,}" for name, count in sorted(busy.items())) or "none"),
