@@ -40,7 +40,7 @@ def partitions(connection: Connection, done: str) -> dict[dt.date, str]:
             "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
             "WHERE i.inhparent = CAST(:done AS regclass)"
         ),
-        {"done": done},
+        {"done": f'"{done}"'},  # quoted: a name with capitals keeps them
     ).scalars()
     pattern = re.compile(re.escape(done) + r"_(\d{8})")
     days = {}
@@ -79,7 +79,9 @@ def maintain(connection: Connection, done: str, older_than: float | None) -> Dro
             if not _first(connection, done):
                 return dropped
             rows = _rows(connection, name)
-            connection.execute(sa.text(f'DROP TABLE IF EXISTS "{name}"'))
+            if rows is None:
+                continue  # dropped meanwhile by another process
+            connection.execute(sa.text(f'DROP TABLE "{name}"'))
         dropped.names.append(name)
         dropped.rows += rows
     return dropped
@@ -104,13 +106,16 @@ def _create(done: str, day: dt.date) -> str:
     )
 
 
-def _rows(connection: Connection, name: str) -> int:
+def _rows(connection: Connection, name: str) -> int | None:
     """The rows of partition ``name``: PostgreSQL's estimate once it analysed the table
-    (a count would read the whole partition), counted when it has not."""
+    (a count would read the whole partition), counted when it has not; None when the
+    partition is gone."""
     estimate = connection.execute(
-        sa.text("SELECT reltuples FROM pg_class WHERE oid = CAST(:name AS regclass)"),
+        sa.text("SELECT reltuples FROM pg_class WHERE oid = to_regclass(:name)"),
         {"name": f'"{name}"'},
-    ).scalar_one()
-    if estimate is not None and estimate >= 0:
+    ).scalar()
+    if estimate is None:
+        return None
+    if estimate >= 0:
         return int(estimate)
     return int(connection.execute(sa.text(f'SELECT count(*) FROM "{name}"')).scalar_one())

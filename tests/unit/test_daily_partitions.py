@@ -252,3 +252,20 @@ def test_purge_keeps_a_fresh_completed_row_beside_its_done_row_whatever_the_age(
     store.purge(older_than=0)
     assert _live_rows(store) == 1
     assert store.get(task_id) is not None
+
+
+@postgres
+def test_a_table_name_with_capitals_gets_its_partitions(table_name: str) -> None:
+    require("postgres")
+    name = f"Ckpt_{table_name}"
+    store = CheckpointStore(POSTGRES_URL, name, daily_partitions=True)
+    try:
+        assert store.claim("task-1", "daily.job", "owner-1", 60).claimed
+        assert store.complete("task-1", "owner-1", 0)
+        with store.engine.connect() as connection:
+            assert len(partitions(connection, f"{name}_done")) == AHEAD_DAYS + 1
+        assert store.purge(older_than=0) == 0
+    finally:
+        with store.engine.begin() as connection:
+            connection.execute(sa.text(f'DROP TABLE IF EXISTS "{name}", "{name}_done"'))
+        store.engine.dispose()
