@@ -25,6 +25,7 @@ import sqlalchemy as sa
 from benchmarks.bench_overhead import STEPS_RESULT, BenchTasks, build_tasks, positive
 from benchmarks.common import POSTGRES_URL, print_header, print_table, reachable, table_name
 from celery_resumable import CheckpointStore, checkpoint_store
+from celery_resumable.store.partitions import create_partition
 from celery_resumable.testing import stop_lease_keeper
 
 DESCRIPTION = "A short run's latency beside a large DELETE and beside a partition drop."
@@ -55,12 +56,7 @@ def fill_partition(store: CheckpointStore, rows: int) -> None:
     with store.engine.begin() as db:
         today = db.execute(sa.text("SELECT timezone('UTC', now())::date")).scalar_one()
         day = today - dt.timedelta(days=3)
-        db.execute(
-            sa.text(
-                f'CREATE TABLE "{done}_{day:%Y%m%d}" PARTITION OF "{done}" '
-                f"FOR VALUES FROM ('{day}') TO ('{day + dt.timedelta(days=1)}')"
-            )
-        )
+        db.execute(sa.text(create_partition(done, day)))
         db.execute(
             sa.text(
                 f"INSERT INTO {done} SELECT CAST(:at AS timestamp), CAST(:at AS timestamp), "

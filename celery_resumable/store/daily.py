@@ -24,7 +24,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 
-from celery_resumable.store.statements import _TASK_ID, _TIME, Statements, _Clock
+from celery_resumable.store.statements import _NO_STEPS, _TASK_ID, _TIME, Statements, _Clock
 
 __all__ = ["MOVED_AFTER", "DailyStatements", "done_table"]
 
@@ -110,7 +110,7 @@ class DailyStatements(Statements):
             "task_id": d.task_id,
             "task_name": d.task_name,
             "status": sa.literal("completed", c.status.type),
-            "finished_steps": sa.cast(sa.literal("[]"), c.finished_steps.type),
+            "finished_steps": _NO_STEPS,
             "interruptions": d.interruptions,
             "created_at": d.created_at,
             "updated_at": d.finished_at,

@@ -29,7 +29,7 @@ from celery_resumable.store import held
 from celery_resumable.store.daily import DailyStatements
 from celery_resumable.store.engines import engine_for, pool_size, safe_url, secrets_of
 from celery_resumable.store.faults import TRANSLATED, is_conflict, store_error, translated
-from celery_resumable.store.partitions import Dropped, maintain
+from celery_resumable.store.partitions import Upkeep, maintain
 from celery_resumable.store.prepared import Outcome, Prepared, StatementTooLargeError, abandon
 from celery_resumable.store.statements import Statements
 from celery_resumable.store.upgrade import upgrade
@@ -149,7 +149,7 @@ class Seam:
                 self.made_partitions()
         self._ready = True
 
-    def keep_partitions(self, older_than: float | None) -> Dropped:
+    def keep_partitions(self, older_than: float | None) -> Upkeep:
         """Make the day partitions of the _done table due, and drop those older than
         ``older_than`` seconds (None: none)."""
         assert self.done is not None

@@ -17,13 +17,13 @@ import zlib
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-__all__ = ["AHEAD_DAYS", "LOCK_TIMEOUT", "Dropped", "maintain", "partitions"]
+__all__ = ["AHEAD_DAYS", "LOCK_TIMEOUT", "Upkeep", "create_partition", "maintain", "partitions"]
 
 AHEAD_DAYS = 2
 LOCK_TIMEOUT = "2s"
 
 
-class Dropped:
+class Upkeep:
     """What a pass did: the partitions made, those dropped and their rows (as
     PostgreSQL counts them)."""
 
@@ -51,14 +51,14 @@ def partitions(connection: Connection, done: str) -> dict[dt.date, str]:
     return days
 
 
-def maintain(connection: Connection, done: str, older_than: float | None) -> Dropped:
+def maintain(connection: Connection, done: str, older_than: float | None) -> Upkeep:
     """Make the partitions due, and drop those older than ``older_than`` seconds.
 
     ``connection`` must not be in autocommit mode: each step is a transaction begun and
     ended here (the partitions made, then each one dropped), so that a partition that
     cannot be dropped now does not undo the others. ``None`` drops nothing.
     """
-    dropped = Dropped()
+    dropped = Upkeep()
     with connection.begin():
         if not _first(connection, done):
             return dropped  # another process is at it
@@ -67,7 +67,7 @@ def maintain(connection: Connection, done: str, older_than: float | None) -> Dro
         for ahead in range(AHEAD_DAYS + 1):
             day = now.date() + dt.timedelta(days=ahead)
             if day not in have:
-                connection.execute(sa.text(_create(done, day)))
+                connection.execute(sa.text(create_partition(done, day)))
                 dropped.made.append(f"{done}_{day:%Y%m%d}")
     if older_than is None:
         return dropped
@@ -98,7 +98,8 @@ def _first(connection: Connection, done: str) -> bool:
     return True
 
 
-def _create(done: str, day: dt.date) -> str:
+def create_partition(done: str, day: dt.date) -> str:
+    """The DDL making the partition of ``day`` of the table ``done`` (if missing)."""
     name = f"{done}_{day:%Y%m%d}"
     return (
         f'CREATE TABLE IF NOT EXISTS "{name}" PARTITION OF "{done}" '

@@ -16,7 +16,7 @@ from celery import Celery
 from celery_resumable import CheckpointStore, ResumableTask, checkpoint_store, step
 from celery_resumable.config import forget_config
 from celery_resumable.errors import CheckpointStoreError
-from celery_resumable.store.partitions import AHEAD_DAYS, partitions
+from celery_resumable.store.partitions import AHEAD_DAYS, create_partition, partitions
 from tests.conftest import drop_table
 from tests.services import POSTGRES_URL, require
 
@@ -180,12 +180,7 @@ def test_purge_drops_the_day_partitions_older_than_keep_completed(app: Celery) -
         # Given two older days holding 3 and 2 completed runs
         for back, runs in ((3, 3), (1, 2)):
             day = today - dt.timedelta(days=back)
-            connection.execute(
-                sa.text(
-                    f'CREATE TABLE "{done}_{day:%Y%m%d}" PARTITION OF "{done}" '
-                    f"FOR VALUES FROM ('{day}') TO ('{day + dt.timedelta(days=1)}')"
-                )
-            )
+            connection.execute(sa.text(create_partition(done, day)))
             for n in range(runs):
                 connection.execute(
                     sa.text(f"INSERT INTO {done} VALUES (:at, :at, 0, :id, 'daily.job')"),
