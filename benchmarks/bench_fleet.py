@@ -61,7 +61,7 @@ from benchmarks.workers import (
     worker_env,
 )
 from celery_resumable import checkpoint_store
-from celery_resumable.store.daily import MOVED_AFTER
+from celery_resumable.store.done import MOVED_AFTER
 
 DESCRIPTION = "P worker processes sustaining short resumable runs against one PostgreSQL."
 APP = "benchmarks.fleet_app"
@@ -138,9 +138,9 @@ class Fleet:
         broker: str,
         directory: Path,
         database: str,
-        daily: bool = False,
+        partitioned: bool = False,
     ) -> None:
-        self.daily = daily
+        self.partitioned = partitioned
         self.queue = f"bench-fleet-{uuid.uuid4().hex[:8]}"
         self.counter = f"{self.queue}:finished"
         self.broker = broker
@@ -161,7 +161,7 @@ class Fleet:
                 "BENCH_STORE": self.store_url,
                 "BENCH_TABLE": TABLE,
                 "BENCH_COUNTER": self.counter,
-                "BENCH_DAILY": "1" if daily else "",
+                "BENCH_PARTITIONS": "1" if partitioned else "",
             }
         )
         self.workers = [
@@ -199,7 +199,7 @@ class Fleet:
         """The checkpoint table's size (indexes and TOAST included) and rows."""
         if self.table_connection is None:
             self.table_connection = self.server.connect(self.database)
-        return table_now(self.table_connection, self.daily)
+        return table_now(self.table_connection, self.partitioned)
 
     def backlog(self, seconds: float) -> int:
         """Completed rows not written for more than ``seconds`` seconds."""
@@ -238,13 +238,13 @@ class Fleet:
         self.redis.close()
 
 
-def table_now(connection: psycopg.Connection[Any], daily: bool) -> Table:
-    """The checkpoint table's size (indexes and TOAST included, and with ``daily`` its
-    day partitions') and its rows (one per run)."""
+def table_now(connection: psycopg.Connection[Any], partitioned: bool) -> Table:
+    """The checkpoint table's size (indexes and TOAST included, and with ``partitioned`` its
+    partitions') and its rows (one per run)."""
     done = (
         " + (SELECT coalesce(sum(pg_total_relation_size(inhrelid)), 0) FROM pg_inherits "
         f"WHERE inhparent = '{TABLE}_done'::regclass)"
-        if daily
+        if partitioned
         else ""
     )
     row = connection.execute(
@@ -261,14 +261,14 @@ def purge_loop(
     app = Celery("bench_fleet_purge")
     app.conf.resumable_store_url = fleet.store_url
     app.conf.resumable_table_name = TABLE
-    app.conf.resumable_daily_partitions = fleet.daily
+    app.conf.resumable_partitions = fleet.partitioned
     store = checkpoint_store(app)
     connection = fleet.server.connect(fleet.database)
     try:
         next_call = start + args.keep
         while not stop.wait(max(0.0, next_call - time.perf_counter())):
             if purges.before_first is None:
-                purges.before_first = table_now(connection, fleet.daily)
+                purges.before_first = table_now(connection, fleet.partitioned)
             began = time.perf_counter()
             try:
                 purges.deleted += store.purge(older_than=args.keep)
@@ -286,7 +286,7 @@ def measure(workers: int, server: Server, args: argparse.Namespace) -> FleetResu
     """Run P workers for the window; return what was measured."""
     database = server.create(f"fleet_p{workers}")
     with tempfile.TemporaryDirectory(prefix="celery-resumable-bench-") as directory:
-        fleet = Fleet(workers, server, args.broker, Path(directory), database, args.daily)
+        fleet = Fleet(workers, server, args.broker, Path(directory), database, args.partitions)
         try:
             began = time.perf_counter()
             wait_for_count(
@@ -365,7 +365,7 @@ def row_of(result: FleetResult) -> list[str]:
 
 def kept(args: argparse.Namespace) -> float:
     """How long purge leaves a completed row in the checkpoint table."""
-    return max(args.keep, MOVED_AFTER) if args.daily else args.keep
+    return max(args.keep, MOVED_AFTER) if args.partitions else args.keep
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -386,9 +386,9 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     )
     parser.add_argument("--broker", default=REDIS_URL, help="Redis broker")
     parser.add_argument(
-        "--daily",
+        "--partitions",
         action="store_true",
-        help="resumable_daily_partitions: completed runs also go to day partitions",
+        help="resumable_partitions: completed runs also go to time partitions",
     )
     return parser.parse_args(argv)
 
@@ -426,7 +426,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     print_table(
         f"Worker processes (solo pool) sustaining a 3-step resumable task for {args.seconds:g} s; "
         f"purge(older_than={args.keep:g}) every {args.purge_every:g} s"
-        + (", day partitions (resumable_daily_partitions)" if args.daily else ""),
+        + (", time partitions (resumable_partitions)" if args.partitions else ""),
         [
             "P",
             "runs/s",
@@ -464,9 +464,9 @@ def main(argv: Sequence[str] | None = None) -> None:
             f"{kept(args) + 2 * args.purge_every:g} s left at the end (old), and no purge "
             "call longer than the interval"
             + (
-                "; day partitions: a completed checkpoint row stays "
+                "; partitions: a completed checkpoint row stays "
                 f"{MOVED_AFTER:g} s beside its _done row, and table bytes count both tables"
-                if args.daily
+                if args.partitions
                 else ""
             ),
             "the commits, flushes and WAL include the purge's and the lease renewals'",

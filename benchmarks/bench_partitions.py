@@ -1,9 +1,9 @@
-"""A run's cost beside retention: a large DELETE against a day partition dropped whole.
+"""A run's cost beside retention: a large DELETE against a partition dropped whole.
 
 Two stores on one PostgreSQL, each holding ``--old`` completed runs past their
 retention: the default checkpoint table, whose purge deletes them in batches of rows,
-and a store with ``resumable_daily_partitions``, whose old runs sit in one day partition
-of the ``_done`` table that purge drops. Short runs (three small steps, ``task.apply``)
+and a store with ``resumable_partitions``, whose old runs sit in one partition of the
+``_done`` table that purge drops. Short runs (three small steps, ``task.apply``)
 go on in the main thread while purge runs in another; the table prints their latency
 beside each purge, and with no purge at all, and how long each purge took.
 
@@ -50,20 +50,20 @@ def fill_table(store: CheckpointStore, rows: int) -> None:
 
 
 def fill_partition(store: CheckpointStore, rows: int) -> None:
-    """Put ``rows`` completed runs, three days old, in a day partition of their own."""
+    """Put ``rows`` completed runs, three days old, in a partition of their own."""
     store.get("warm-up")
     done = f"{store.table_name}_done"
     with store.engine.begin() as db:
         today = db.execute(sa.text("SELECT timezone('UTC', now())::date")).scalar_one()
-        day = today - dt.timedelta(days=3)
-        db.execute(sa.text(create_partition(done, day)))
+        day = dt.datetime.combine(today - dt.timedelta(days=3), dt.time())
+        db.execute(sa.text(create_partition(done, day, day + dt.timedelta(days=1))))
         db.execute(
             sa.text(
                 f"INSERT INTO {done} SELECT CAST(:at AS timestamp), CAST(:at AS timestamp), "
                 "0, gen_random_uuid()::text, 'bench.resumable_steps' "
                 "FROM generate_series(1, :n)"
             ),
-            {"n": rows, "at": dt.datetime.combine(day, dt.time(12))},
+            {"n": rows, "at": day + dt.timedelta(hours=12)},
         )
         db.execute(sa.text(f"ANALYZE {done}"))
 
@@ -112,14 +112,14 @@ def runs_beside(tasks: BenchTasks, purge: Callable[[], int] | None) -> dict[str,
 def measure(url: str, old: int) -> dict[str, dict[str, float]]:
     """The runs beside no purge, a DELETE purge and a partition drop."""
     results = {}
-    for daily in (False, True):
-        tasks = build_tasks(url, table_name(), resumable_daily_partitions=daily)
+    for partitioned in (False, True):
+        tasks = build_tasks(url, table_name(), resumable_partitions=partitioned)
         store = checkpoint_store(tasks.app)
         try:
-            layout = "day partitions" if daily else "checkpoint table"
+            layout = "partitions" if partitioned else "checkpoint table"
             results[f"{layout}, no purge"] = runs_beside(tasks, None)
-            (fill_partition if daily else fill_table)(store, old)
-            verb = "DROP of the old day" if daily else "DELETE of the old rows"
+            (fill_partition if partitioned else fill_table)(store, old)
+            verb = "DROP of the old partition" if partitioned else "DELETE of the old rows"
             results[f"{layout}, beside the {verb}"] = runs_beside(
                 tasks, lambda store=store: store.purge()
             )
@@ -167,7 +167,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         [
             "purge: store.purge() in a second thread of the same process; the runs go on "
             f"in the main thread until it returned and {WINDOW:.0f} s passed",
-            "a day partition is counted by PostgreSQL's estimate of its rows (reltuples)",
+            "a partition is counted by PostgreSQL's estimate of its rows (reltuples)",
         ],
     )
     print(f"total time {time.perf_counter() - started:.1f} s")

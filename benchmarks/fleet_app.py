@@ -23,7 +23,7 @@ app.conf.update(
     task_ignore_result=True,
     resumable_store_url=os.environ.get("BENCH_STORE", "sqlite:///bench-fleet.sqlite3"),
     resumable_table_name=os.environ.get("BENCH_TABLE", "celery_resumable_checkpoints"),
-    resumable_daily_partitions=os.environ.get("BENCH_DAILY") == "1",
+    resumable_partitions=os.environ.get("BENCH_PARTITIONS") == "1",
     worker_hijack_root_logger=False,
     worker_enable_remote_control=False,
     broker_connection_retry_on_startup=True,

@@ -29,7 +29,7 @@ DEFAULTS: dict[str, Any] = {
     "resumable_create_tables": True,
     "resumable_store_wait": 300.0,
     "resumable_track_progress": True,
-    "resumable_daily_partitions": False,
+    "resumable_partitions": False,
 }
 
 _CACHE_ATTRIBUTE = "_resumable_config"
@@ -49,7 +49,7 @@ class ResumableConfig:
     create_tables: bool
     store_wait: float
     track_progress: bool
-    daily_partitions: bool = False
+    partitions: bool = False
 
     @classmethod
     def from_mapping(cls, values: dict[str, Any]) -> ResumableConfig:
@@ -65,7 +65,7 @@ class ResumableConfig:
             create_tables=_flag(values, "resumable_create_tables"),
             store_wait=_seconds(values, "resumable_store_wait", False, True),  # type: ignore[arg-type]
             track_progress=_flag(values, "resumable_track_progress"),
-            daily_partitions=_flag(values, "resumable_daily_partitions"),
+            partitions=_flag(values, "resumable_partitions"),
         )
 
 

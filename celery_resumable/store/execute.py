@@ -13,6 +13,7 @@ SQLAlchemy's ``execute``; they are the caller's to retry.
 from __future__ import annotations
 
 import contextlib
+import datetime as dt
 import json
 import random
 import time
@@ -26,7 +27,7 @@ from sqlalchemy.exc import DBAPIError, SQLAlchemyError
 
 from celery_resumable.errors import CheckpointStoreError, ResumableError
 from celery_resumable.store import held
-from celery_resumable.store.daily import DailyStatements
+from celery_resumable.store.done import DoneStatements
 from celery_resumable.store.engines import engine_for, pool_size, safe_url, secrets_of
 from celery_resumable.store.faults import TRANSLATED, is_conflict, store_error, translated
 from celery_resumable.store.partitions import Upkeep, maintain
@@ -46,11 +47,18 @@ class Seam:
     """Runs the statements of one checkpoint table, on the engine of one store URL."""
 
     def __init__(
-        self, url: str, table: sa.Table, *, create_tables: bool = True, done: sa.Table | None = None
+        self,
+        url: str,
+        table: sa.Table,
+        *,
+        create_tables: bool = True,
+        done: sa.Table | None = None,
+        width: dt.timedelta = dt.timedelta(days=1),
     ) -> None:
         self.url = url
         self.table = table
-        self.done = done  # the table of completed runs, by day (PostgreSQL only)
+        self.done = done  # the table of completed runs, in time partitions (PostgreSQL only)
+        self.width = width  # the width of the partitions made
         self.create_tables = create_tables
         self.secrets = secrets_of(url)
         self.where = f"the checkpoint store {safe_url(url)} (table {table.name!r})"
@@ -70,7 +78,7 @@ class Seam:
         statements = self._statements.get(dialect.name)
         if statements is None:
             if self.done is not None and dialect.name == "postgresql":
-                statements = DailyStatements(self.table, self.done)
+                statements = DoneStatements(self.table, self.done)
             else:
                 statements = Statements(self.table, dialect.name, bool(dialect.insert_returning))
             self._statements[dialect.name] = statements
@@ -129,7 +137,7 @@ class Seam:
         if self._ready:
             return
         if self.done is not None:
-            self._check_daily(task_id)
+            self._check_partitioned(task_id)
         if self.create_tables:
             with self.errors(task_id, "create the table in"):
                 engine = engine_for(self.url)
@@ -150,15 +158,15 @@ class Seam:
         self._ready = True
 
     def keep_partitions(self, older_than: float | None) -> Upkeep:
-        """Make the day partitions of the _done table due, and drop those older than
+        """Make the partitions of the _done table due, and drop those older than
         ``older_than`` seconds (None: none)."""
         assert self.done is not None
         with engine_for(self.url).connect() as connection:
             transactional = connection.execution_options(isolation_level="READ COMMITTED")
-            return maintain(transactional, self.done.name, older_than)
+            return maintain(transactional, self.done.name, older_than, self.width)
 
     def made_partitions(self) -> bool:
-        """Whether day partitions of the _done table were missing and are now made."""
+        """Whether partitions of the _done table were missing and are now made."""
         if self.done is None:
             return False
         try:
@@ -166,12 +174,12 @@ class Seam:
         except SQLAlchemyError:  # the error of the statement that found one missing says more
             return False
 
-    def _check_daily(self, task_id: str | None) -> None:
+    def _check_partitioned(self, task_id: str | None) -> None:
         dialect = self.engine.dialect.name
         if dialect != "postgresql":
             raise CheckpointStoreError(
-                f"resumable_daily_partitions needs a PostgreSQL store; {self.where} is "
-                f"{dialect}: set resumable_daily_partitions = False, or use PostgreSQL",
+                f"resumable_partitions needs a PostgreSQL store; {self.where} is "
+                f"{dialect}: set resumable_partitions = False, or use PostgreSQL",
                 task_id,
                 False,
             )

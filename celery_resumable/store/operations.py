@@ -12,7 +12,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
 from celery_resumable.errors import CheckpointBusyError, CheckpointStoreError
-from celery_resumable.store.daily import MOVED_AFTER, DailyStatements
+from celery_resumable.store.done import MOVED_AFTER, DoneStatements
 from celery_resumable.store.execute import Seam, again
 from celery_resumable.store.records import STATUSES, Checkpoint, Status, checkpoint_of
 from celery_resumable.store.statements import Statements
@@ -78,7 +78,7 @@ class Operations:
 
         def read(connection: Connection, sql: Statements) -> list[Checkpoint]:
             rows: sa.Select[Any] | sa.CompoundSelect[Any] = query
-            if isinstance(sql, DailyStatements):
+            if isinstance(sql, DoneStatements):
                 rows = _with_done(sql, query, status, task_name)
             ordered = rows.order_by(sa.literal_column("updated_at").desc(), "task_id")
             found = connection.execute(ordered.limit(limit).offset(offset)).mappings()
@@ -102,7 +102,7 @@ class Operations:
                 found = False
             else:
                 return None
-            if isinstance(sql, DailyStatements):
+            if isinstance(sql, DoneStatements):
                 done = connection.execute(sql.reset_done, {"p_task_id": task_id}).rowcount
                 found = found or done > 0
             return found
@@ -160,7 +160,7 @@ class Operations:
         params = {"p_age": MOVED_AFTER}
 
         def delete(connection: Connection, sql: Statements) -> int:
-            assert isinstance(sql, DailyStatements)
+            assert isinstance(sql, DoneStatements)
             ids = list(connection.execute(sql.moved_candidates(_PURGE_BATCH), params).scalars())
             if ids:
                 connection.execute(sql.moved_rows(), {**params, "p_task_ids": ids})
@@ -168,7 +168,7 @@ class Operations:
 
         while self._seam.work(None, "purge", delete) == _PURGE_BATCH:
             pass
-        with self._seam.errors(None, "drop the old day partitions of"):
+        with self._seam.errors(None, "drop the old partitions of"):
             return again(lambda: self._seam.keep_partitions(age)).rows
 
     def purge_due(self, every: float = _PURGE_EVERY) -> None:
@@ -213,7 +213,7 @@ def _statuses(status: Status | Sequence[Status]) -> list[Status]:
 
 
 def _with_done(
-    sql: DailyStatements,
+    sql: DoneStatements,
     query: sa.Select[Any],
     status: Status | Sequence[Status] | None,
     task_name: str | None,

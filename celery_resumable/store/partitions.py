@@ -1,11 +1,18 @@
-"""The day partitions of a ``_done`` table: made ahead, dropped whole once old.
+"""The time partitions of a ``_done`` table: made ahead, dropped whole once old.
 
-A partition holds the runs that finished on one UTC day (by the database's clock) and
-is named ``<table>_done_YYYYMMDD``. ``maintain`` makes the partitions of today and the
-next ``AHEAD_DAYS`` days, and drops every partition whose last moment is older than the
-age it is given. One process at a time does it (a transaction-level advisory lock; the
-others skip), and its DDL waits at most ``LOCK_TIMEOUT`` for a lock: a partition that
-cannot be made or dropped now is made or dropped at the next pass.
+A partition holds the runs that finished in one span of UTC time (by the database's
+clock), aligned on midnight, and is named ``<table>_done_YYYYMMDDHH`` after its first
+hour. Its width is picked from the retention (``width_for``): at most an eighth of it,
+in whole hours that divide a day, so that a partition is dropped at most an eighth of the
+retention after its oldest run is due, and a table holds about nine partitions past and
+one day ahead whatever the retention. A width that changes (a new retention) applies to
+the partitions made from then on; the older ones keep theirs.
+
+``maintain`` makes the partitions from now to ``AHEAD`` later, and drops every partition
+whose end is older than the age it is given. One process at a time does it (a
+transaction-level advisory lock; the others skip), and its DDL waits at most
+``LOCK_TIMEOUT`` for a lock: a partition that cannot be made or dropped now is made or
+dropped at the next pass.
 """
 
 from __future__ import annotations
@@ -13,14 +20,40 @@ from __future__ import annotations
 import datetime as dt
 import re
 import zlib
+from typing import NamedTuple
 
 import sqlalchemy as sa
 from sqlalchemy.engine import Connection
 
-__all__ = ["AHEAD_DAYS", "LOCK_TIMEOUT", "Upkeep", "create_partition", "maintain", "partitions"]
+__all__ = [
+    "AHEAD",
+    "LOCK_TIMEOUT",
+    "Partition",
+    "Upkeep",
+    "create_partition",
+    "due",
+    "maintain",
+    "partition_name",
+    "partitions",
+    "width_for",
+]
 
-AHEAD_DAYS = 2
+AHEAD = dt.timedelta(days=1)
 LOCK_TIMEOUT = "2s"
+# Partition widths, in hours: each divides a day, so that every width starts on midnight.
+_WIDTHS = (1, 2, 3, 4, 6, 8, 12, 24)
+# A partition spans at most this fraction of the retention.
+_SLICES = 8
+_DAY = dt.timedelta(days=1)
+_BOUNDS = re.compile(r"FOR VALUES FROM \('([^']+)'\) TO \('([^']+)'\)")
+
+
+class Partition(NamedTuple):
+    """A partition of a ``_done`` table: its name and the span of time it holds."""
+
+    name: str
+    start: dt.datetime
+    end: dt.datetime
 
 
 class Upkeep:
@@ -33,58 +66,113 @@ class Upkeep:
         self.rows = 0
 
 
-def partitions(connection: Connection, done: str) -> dict[dt.date, str]:
-    """The day partitions of the table ``done``, by day (other partitions are left out)."""
+def width_for(keep: float | None) -> dt.timedelta:
+    """The width of new partitions for a retention of ``keep`` seconds: the widest of
+    1, 2, 3, 4, 6, 8, 12 or 24 hours that is at most an eighth of it (one hour at
+    least; one day when nothing is dropped)."""
+    if keep is None:
+        return _DAY
+    fits = [hours for hours in _WIDTHS if hours * 3600 * _SLICES <= keep]
+    return dt.timedelta(hours=fits[-1] if fits else _WIDTHS[0])
+
+
+def partitions(connection: Connection, done: str) -> list[Partition]:
+    """The time partitions of the table ``done``, oldest first (a default partition, or
+    one not named as this module names them, is left out)."""
     found = connection.execute(
         sa.text(
-            "SELECT c.relname FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
+            "SELECT c.relname, pg_get_expr(c.relpartbound, c.oid) "
+            "FROM pg_inherits i JOIN pg_class c ON c.oid = i.inhrelid "
             "WHERE i.inhparent = CAST(:done AS regclass)"
         ),
         {"done": f'"{done}"'},  # quoted: a name with capitals keeps them
-    ).scalars()
-    pattern = re.compile(re.escape(done) + r"_(\d{8})")
-    days = {}
-    for name in found:
-        match = pattern.fullmatch(name)
-        if match:
-            days[dt.datetime.strptime(match.group(1), "%Y%m%d").date()] = name
-    return days
+    ).all()
+    name_of = re.compile(re.escape(done) + r"_\d{8}(\d{2})?")
+    spans = []
+    for name, bound in found:
+        bounds = _BOUNDS.fullmatch(bound or "")
+        if name_of.fullmatch(name) and bounds:
+            start, end = (dt.datetime.fromisoformat(value) for value in bounds.groups())
+            spans.append(Partition(name, start, end))
+    return sorted(spans, key=lambda partition: partition.start)
 
 
-def maintain(connection: Connection, done: str, older_than: float | None) -> Upkeep:
-    """Make the partitions due, and drop those older than ``older_than`` seconds.
+def due(done: str, have: list[Partition], now: dt.datetime, width: dt.timedelta) -> list[Partition]:
+    """The partitions of ``done`` to make so that every moment from ``now`` to ``AHEAD``
+    later has one, given the partitions the table has (``have``): each ``width`` wide and
+    aligned on midnight, cut short where a partition made earlier (at another width)
+    begins."""
+    made = []
+    start = _floor(now, width)
+    while start <= now + AHEAD:
+        covering = [p.end for p in have if p.start <= start < p.end]
+        if covering:
+            start = max(covering)
+            continue
+        end = min([_floor(start, width) + width, *(p.start for p in have if p.start > start)])
+        made.append(Partition(partition_name(done, start), start, end))
+        start = end
+    return made
+
+
+def maintain(
+    connection: Connection,
+    done: str,
+    older_than: float | None,
+    width: dt.timedelta = _DAY,
+) -> Upkeep:
+    """Make the partitions due (``width`` wide), and drop those whose end is older
+    than ``older_than`` seconds.
 
     ``connection`` must not be in autocommit mode: each step is a transaction begun and
     ended here (the partitions made, then each one dropped), so that a partition that
     cannot be dropped now does not undo the others. ``None`` drops nothing.
     """
-    dropped = Upkeep()
+    upkeep = Upkeep()
     with connection.begin():
         if not _first(connection, done):
-            return dropped  # another process is at it
+            return upkeep  # another process is at it
         now = connection.execute(sa.text("SELECT timezone('UTC', now())")).scalar_one()
         have = partitions(connection, done)
-        for ahead in range(AHEAD_DAYS + 1):
-            day = now.date() + dt.timedelta(days=ahead)
-            if day not in have:
-                connection.execute(sa.text(create_partition(done, day)))
-                dropped.made.append(f"{done}_{day:%Y%m%d}")
+        for span in due(done, have, now, width):
+            connection.execute(sa.text(create_partition(done, span.start, span.end)))
+            upkeep.made.append(span.name)
     if older_than is None:
-        return dropped
+        return upkeep
     cutoff = now - dt.timedelta(seconds=older_than)
-    for day, name in sorted(have.items()):
-        if dt.datetime.combine(day + dt.timedelta(days=1), dt.time()) > cutoff:
+    for partition in have:
+        if partition.end > cutoff:
             continue
         with connection.begin():
             if not _first(connection, done):
-                return dropped
-            rows = _rows(connection, name)
+                return upkeep
+            rows = _rows(connection, partition.name)
             if rows is None:
                 continue  # dropped meanwhile by another process
-            connection.execute(sa.text(f'DROP TABLE "{name}"'))
-        dropped.names.append(name)
-        dropped.rows += rows
-    return dropped
+            connection.execute(sa.text(f'DROP TABLE "{partition.name}"'))
+        upkeep.names.append(partition.name)
+        upkeep.rows += rows
+    return upkeep
+
+
+def partition_name(done: str, start: dt.datetime) -> str:
+    """The name of the partition of ``done`` that starts at ``start``."""
+    return f"{done}_{start:%Y%m%d%H}"
+
+
+def create_partition(done: str, start: dt.datetime, end: dt.datetime) -> str:
+    """The DDL making the partition of the table ``done`` for ``[start, end)`` (if
+    missing)."""
+    return (
+        f'CREATE TABLE IF NOT EXISTS "{partition_name(done, start)}" PARTITION OF "{done}" '
+        f"FOR VALUES FROM ('{start.isoformat(' ')}') TO ('{end.isoformat(' ')}')"
+    )
+
+
+def _floor(moment: dt.datetime, width: dt.timedelta) -> dt.datetime:
+    """The start of the ``width`` slot (counted from midnight) that holds ``moment``."""
+    midnight = dt.datetime.combine(moment.date(), dt.time(), moment.tzinfo)
+    return midnight + (moment - midnight) // width * width
 
 
 def _first(connection: Connection, done: str) -> bool:
@@ -96,15 +184,6 @@ def _first(connection: Connection, done: str) -> bool:
         return False
     connection.execute(sa.text(f"SET LOCAL lock_timeout = '{LOCK_TIMEOUT}'"))
     return True
-
-
-def create_partition(done: str, day: dt.date) -> str:
-    """The DDL making the partition of ``day`` of the table ``done`` (if missing)."""
-    name = f"{done}_{day:%Y%m%d}"
-    return (
-        f'CREATE TABLE IF NOT EXISTS "{name}" PARTITION OF "{done}" '
-        f"FOR VALUES FROM ('{day.isoformat()}') TO ('{(day + dt.timedelta(days=1)).isoformat()}')"
-    )
 
 
 def _rows(connection: Connection, name: str) -> int | None:

@@ -18,11 +18,12 @@ from sqlalchemy.engine import Connection, Dialect, Engine
 
 from celery_resumable.config import ResumableConfig, config_for
 from celery_resumable.errors import CheckpointStoreError
-from celery_resumable.store.daily import done_table
+from celery_resumable.store.done import done_table
 from celery_resumable.store.engines import safe_url
 from celery_resumable.store.execute import Seam
 from celery_resumable.store.faults import translated
 from celery_resumable.store.operations import Operations
+from celery_resumable.store.partitions import width_for
 from celery_resumable.store.prepared import Outcome
 from celery_resumable.store.records import (
     Claim,
@@ -58,16 +59,18 @@ class CheckpointStore(Operations):
         *,
         create_tables: bool = True,
         keep_completed: float = 86400.0,
-        daily_partitions: bool = False,
+        partitions: bool = False,
     ) -> None:
         self.table_name = check_table_name(table_name)
         self.table = table(table_name)
         self.create_tables = create_tables
         self.keep_completed = keep_completed
-        self.daily_partitions = daily_partitions
+        self.partitions = partitions
         self._last_purge = 0.0
-        done = done_table(table_name) if daily_partitions else None
-        self._seam = Seam(url, self.table, create_tables=create_tables, done=done)
+        done = done_table(table_name) if partitions else None
+        self._seam = Seam(
+            url, self.table, create_tables=create_tables, done=done, width=width_for(keep_completed)
+        )
         # Engines of callers' connections whose database was seen to hold the table.
         self._tables_seen: weakref.WeakKeyDictionary[Engine, bool] = weakref.WeakKeyDictionary()
 
@@ -373,7 +376,7 @@ def store_for(config: ResumableConfig) -> CheckpointStore:
         config.table_name,
         config.create_tables,
         config.keep_completed,
-        config.daily_partitions,
+        config.partitions,
     )
     store = _STORES.get(key)
     if store is None:
@@ -382,7 +385,7 @@ def store_for(config: ResumableConfig) -> CheckpointStore:
             config.table_name,
             create_tables=config.create_tables,
             keep_completed=config.keep_completed,
-            daily_partitions=config.daily_partitions,
+            partitions=config.partitions,
         )
         _STORES[key] = store
     return store

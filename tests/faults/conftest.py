@@ -28,21 +28,21 @@ class Faulty:
     proxy: TcpProxy
     store: CheckpointStore
     direct: CheckpointStore
-    daily: bool = False
+    partitioned: bool = False
 
 
 @pytest.fixture(
     params=[
         pytest.param("postgres", marks=pytest.mark.postgres),
-        pytest.param("postgres-daily", marks=pytest.mark.postgres),
+        pytest.param("postgres-partitions", marks=pytest.mark.postgres),
         pytest.param("mysql", marks=pytest.mark.mysql),
     ]
 )
 def faulty(request: pytest.FixtureRequest) -> Iterator[Faulty]:
     """A checkpoint store on PostgreSQL and on MariaDB behind a proxy that fails on demand;
-    ``postgres-daily`` keeps completed runs in day partitions (resumable_daily_partitions)."""
+    ``postgres-partitions`` keeps completed runs in time partitions (resumable_partitions)."""
     server, _, variant = request.param.partition("-")
-    daily = variant == "daily"
+    partitioned = variant == "partitions"
     require(server)
     direct_url = SERVERS[server]
     host, port = address(server)
@@ -53,12 +53,12 @@ def faulty(request: pytest.FixtureRequest) -> Iterator[Faulty]:
         .render_as_string(hide_password=False)
     )
     table = f"ckpt_{uuid.uuid4().hex[:12]}"
-    store = CheckpointStore(url, table, daily_partitions=daily)
-    direct = CheckpointStore(direct_url, table, daily_partitions=daily)
+    store = CheckpointStore(url, table, partitions=partitioned)
+    direct = CheckpointStore(direct_url, table, partitions=partitioned)
     try:
-        yield Faulty(server, url, direct_url, table, proxy, store, direct, daily)
+        yield Faulty(server, url, direct_url, table, proxy, store, direct, partitioned)
     finally:
         proxy.close()
         drop_table(direct_url, table)
-        if daily:
+        if partitioned:
             drop_table(direct_url, f"{table}_done")

@@ -359,7 +359,7 @@ def app_for(faulty: Faulty) -> Celery:
         resumable_checkpoint_interval=0,
         resumable_lease_seconds=LEASE,
         resumable_max_interruptions=5,
-        resumable_daily_partitions=faulty.daily,
+        resumable_partitions=faulty.partitioned,
     )
     return app
 
@@ -416,7 +416,7 @@ def test_a_statement_struck_by_a_fault_loses_nothing(
     assert not cell.overlap
     checkpoint = faulty.direct.get(cell.task_id)
     assert checkpoint is not None and checkpoint.status == "completed"
-    if not faulty.daily:
+    if not faulty.partitioned:
         OUTCOMES[(statement, fault, faulty.server)] = outcome_text(kinds)
 
 
@@ -431,8 +431,8 @@ def outcome_text(kinds: list[str]) -> str:
 
 
 def test_purge_struck_by_a_fault_deletes_only_old_rows(faulty: Faulty) -> None:
-    if faulty.daily:
-        pytest.skip("completed runs in day partitions leave a whole day at a time")
+    if faulty.partitioned:
+        pytest.skip("completed runs in partitions leave a whole partition at a time")
     # A store keeping completed rows no time at all: every completed row is old.
     store = CheckpointStore(
         short_timeout(faulty.url, faulty.server), faulty.table, keep_completed=0

@@ -181,16 +181,16 @@ def test_retry_sends_a_failed_task_again_and_it_resumes(
 
 
 @pytest.mark.postgres
-def test_a_late_duplicate_is_skipped_from_the_day_partitions(deploy: DeploymentFactory) -> None:
-    # Given a task completed on a worker whose completed runs go to day partitions, its
+def test_a_late_duplicate_is_skipped_from_the_partitions(deploy: DeploymentFactory) -> None:
+    # Given a task completed on a worker whose completed runs go to time partitions, its
     # completed checkpoint row since deleted by purge (it is known from its _done row)
     table = fresh_table()
-    settings = {"resumable_daily_partitions": True, "resumable_table_name": table}
+    settings = {"resumable_partitions": True, "resumable_table_name": table}
     deployment = deploy("redis", store=POSTGRES_URL, settings=settings)
     deployment.start_worker()
     task_id = deployment.send("no_steps")
     wait_for(lambda: deployment.events(task_id, "ran"), 30, "the task to run")
-    store = CheckpointStore(POSTGRES_URL, table, daily_partitions=True)
+    store = CheckpointStore(POSTGRES_URL, table, partitions=True)
     try:
         completed = lambda: getattr(store.get(task_id), "status", None) == "completed"  # noqa: E731
         wait_for(completed, 30, "the completion")

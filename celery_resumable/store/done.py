@@ -1,9 +1,9 @@
-"""Completed runs kept in day partitions, dropped whole (``resumable_daily_partitions``).
+"""Completed runs kept in time partitions, dropped whole (``resumable_partitions``).
 
 PostgreSQL only. The checkpoint table keeps the runs in progress; a completion also
 writes the run's id, name, times and interruption count to ``<table>_done``, a table
-partitioned by the day the run finished. Retention is a ``DROP TABLE`` of a day's
-partition instead of a DELETE per row.
+partitioned by the time the run finished (see ``partitions``). Retention is a ``DROP
+TABLE`` of a partition instead of a DELETE per row.
 
 Three rules keep a late duplicate from running a completed task again:
 
@@ -26,7 +26,7 @@ from sqlalchemy.sql.elements import ColumnElement
 
 from celery_resumable.store.statements import _NO_STEPS, _TASK_ID, _TIME, Statements, _Clock
 
-__all__ = ["MOVED_AFTER", "DailyStatements", "done_table"]
+__all__ = ["MOVED_AFTER", "DoneStatements", "done_table"]
 
 MOVED_AFTER = 300.0
 """Seconds a completed checkpoint row stays beside its ``_done`` row before purge
@@ -55,7 +55,7 @@ def done_table(name: str) -> sa.Table:
     )
 
 
-class DailyStatements(Statements):
+class DoneStatements(Statements):
     """The statements of a checkpoint table whose completed runs go to ``done``."""
 
     def __init__(self, checkpoints: sa.Table, done: sa.Table) -> None:
