@@ -41,19 +41,27 @@ from benchmarks.common import (
     table_name,
 )
 from celery_resumable import checkpoint_store
+from celery_resumable.store import held
 from celery_resumable.testing import stop_lease_keeper
 
 DESCRIPTION = "The Python part of a resumable run, with the driver's time taken out."
 WARM_UP_RUNS = 50
 TARGET = 80e-6
+ASLEEP = 300.0  # microseconds: about what a statement's round trip and commit take
 
 
 class DriverClock:
-    """Adds up the time spent in the driver's cursor calls, on every connection wrapped."""
+    """Adds up the time spent in the driver's cursor calls, on every connection wrapped.
 
-    def __init__(self) -> None:
+    With ``asleep`` each ``execute`` is followed by a sleep of that many seconds, counted
+    as the driver's: the thread then waits as it waits for a server's answer, and the
+    run's own code is the same.
+    """
+
+    def __init__(self, asleep: float = 0.0) -> None:
         self.seconds = 0.0
         self.calls = 0
+        self.asleep = asleep
 
 
 class TimedCursor:
@@ -69,6 +77,8 @@ class TimedCursor:
         try:
             return getattr(self._cursor, name)(*args)
         finally:
+            if clock.asleep and name == "execute":
+                time.sleep(clock.asleep)
             clock.seconds += time.perf_counter() - started
             clock.calls += 1
 
@@ -130,11 +140,12 @@ def time_the_body(task: Any) -> DriverClock:
     return clock
 
 
-def measure(url: str, runs: int, repeat: int) -> list[str]:
-    """One row: plain run, resumable run, time in the driver, Python part, its target."""
+def measure(url: str, runs: int, repeat: int, asleep: float = 0.0) -> list[str]:
+    """One row: plain run, resumable run, time in the driver, Python part, its target
+    (with ``asleep``, a sleep of that many seconds after each statement, as the driver's)."""
     tasks = build_tasks(url, table_name())
     store = checkpoint_store(tasks.app)
-    clock = DriverClock()
+    clock = DriverClock(asleep)
     try:
         time_the_driver(store.engine, clock)
         for task in (tasks.plain_steps, tasks.resumable_steps):
@@ -156,8 +167,9 @@ def measure(url: str, runs: int, repeat: int) -> list[str]:
                 resumable, driver, calls = elapsed, clock.seconds / runs, clock.calls
                 body = (inside.seconds - clock.seconds) / runs
         python = resumable - driver - plain
+        name = database(store.engine)
         return [
-            database(store.engine),
+            f"{name}, asleep {asleep * 1e6:.0f} us" if asleep else name,
             seconds(plain),
             seconds(resumable),
             seconds(driver),
@@ -170,6 +182,7 @@ def measure(url: str, runs: int, repeat: int) -> list[str]:
         stop_lease_keeper()  # it would purge the dropped table next
         store.table.drop(store.engine, checkfirst=True)
         store.engine.dispose()
+        held.drop_all(url)  # the next measure's connections are timed from the start
 
 
 def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
@@ -177,6 +190,13 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
     parser = argparse.ArgumentParser(description=DESCRIPTION)
     parser.add_argument("--runs", type=positive, default=2000, help="task runs per timing")
     parser.add_argument("--repeat", type=positive, default=5, help="timings; the best is kept")
+    parser.add_argument(
+        "--asleep",
+        type=float,
+        default=ASLEEP,
+        help="microseconds of the SQLite row run again with a sleep after each statement "
+        "(0: no such row)",
+    )
     add_store_option(parser)
     return parser.parse_args(argv)
 
@@ -191,6 +211,8 @@ def main(argv: Sequence[str] | None = None) -> None:
     with tempfile.TemporaryDirectory(prefix="celery-resumable-bench-") as directory:
         for url in store_urls(args.store, directory):
             rows.append(measure(url, args.runs, args.repeat))
+            if url.startswith("sqlite") and args.asleep > 0:
+                rows.append(measure(url, args.runs, args.repeat, args.asleep / 1e6))
     if rows:
         print_table(
             f"Per run of 3 small steps, task.apply(), best of {args.repeat} timings of "
@@ -213,6 +235,9 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "adds to a run in this process's Python",
                 "in the run: time inside the task's body wrapper (task.run: claim, steps, "
                 "completion) - in the driver: the library's own code; the target",
+                f"asleep: the same SQLite runs with a sleep of {args.asleep:g} us after each "
+                "statement, counted as the driver's: the same code, its thread waiting as it "
+                "waits for a server",
             ],
         )
     print(f"total time {time.perf_counter() - started:.1f} s")
