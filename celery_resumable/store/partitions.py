@@ -5,11 +5,11 @@ clock), aligned on midnight, and is named ``<table>_done_YYYYMMDDHH`` after its 
 hour. Its width is picked from the retention (``width_for``): at most an eighth of it,
 in whole hours that divide a day, so that a partition is dropped at most an eighth of the
 retention after its oldest run is due, and a table holds about nine partitions past and
-one day ahead whatever the retention. A width that changes (a new retention) applies to
-the partitions made from then on; the older ones keep theirs.
+at most nine ahead whatever the retention. A width that changes (a new retention)
+applies to the partitions made from then on; the older ones keep theirs.
 
-``maintain`` makes the partitions from now to ``AHEAD`` later, and drops every partition
-whose end is older than the age it is given. One process at a time does it (a
+``maintain`` makes the partitions from now to ``ahead(width)`` later, and drops every
+partition whose end is older than the age it is given. One process at a time does it (a
 transaction-level advisory lock; the others skip), and its DDL waits at most
 ``LOCK_TIMEOUT`` for a lock: a partition that cannot be made or dropped now is made or
 dropped at the next pass.
@@ -30,6 +30,7 @@ __all__ = [
     "LOCK_TIMEOUT",
     "Partition",
     "Upkeep",
+    "ahead",
     "create_partition",
     "due",
     "maintain",
@@ -39,6 +40,8 @@ __all__ = [
 ]
 
 AHEAD = dt.timedelta(days=1)
+"""How far ahead partitions are made: a day, or eight partitions when they are narrower
+than three hours (see ``ahead``)."""
 LOCK_TIMEOUT = "2s"
 # Partition widths, in hours: each divides a day, so that every width starts on midnight.
 _WIDTHS = (1, 2, 3, 4, 6, 8, 12, 24)
@@ -76,6 +79,12 @@ def width_for(keep: float | None) -> dt.timedelta:
     return dt.timedelta(hours=fits[-1] if fits else _WIDTHS[0])
 
 
+def ahead(width: dt.timedelta) -> dt.timedelta:
+    """How far ahead of now the partitions ``width`` wide are made: ``AHEAD``, or eight
+    of them when that is shorter (a claim looks in every partition)."""
+    return min(AHEAD, _SLICES * width)
+
+
 def partitions(connection: Connection, done: str) -> list[Partition]:
     """The time partitions of the table ``done``, oldest first (a default partition, or
     one not named as this module names them, is left out)."""
@@ -98,13 +107,14 @@ def partitions(connection: Connection, done: str) -> list[Partition]:
 
 
 def due(done: str, have: list[Partition], now: dt.datetime, width: dt.timedelta) -> list[Partition]:
-    """The partitions of ``done`` to make so that every moment from ``now`` to ``AHEAD``
-    later has one, given the partitions the table has (``have``): each ``width`` wide and
-    aligned on midnight, cut short where a partition made earlier (at another width)
-    begins."""
+    """The partitions of ``done`` to make so that every moment from ``now`` to
+    ``ahead(width)`` later has one, given the partitions the table has (``have``): each
+    ``width`` wide and aligned on midnight, cut short where a partition made earlier (at
+    another width) begins."""
     made = []
     start = _floor(now, width)
-    while start <= now + AHEAD:
+    until = now + ahead(width)
+    while start <= until:
         covering = [p.end for p in have if p.start <= start < p.end]
         if covering:
             start = max(covering)

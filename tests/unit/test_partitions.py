@@ -20,8 +20,8 @@ from celery_resumable import CheckpointStore, ResumableTask, checkpoint_store, s
 from celery_resumable.config import forget_config
 from celery_resumable.errors import CheckpointStoreError
 from celery_resumable.store.partitions import (
-    AHEAD,
     Partition,
+    ahead,
     create_partition,
     due,
     partitions,
@@ -202,15 +202,16 @@ def test_purge_drops_the_partitions_older_than_keep_completed(app: Celery) -> No
     store.get("warm-up")  # makes the tables and the partitions due
     done = f"{store.table_name}_done"
     now = _now(store)
+    hours = dt.timedelta(hours=3)
     with store.engine.begin() as connection:
         made = partitions(connection, done)
-        # The default retention (one day) asks for partitions of 3 hours
-        assert {span.end - span.start for span in made} == {dt.timedelta(hours=3)}
-        _assert_cover(made, now, now + AHEAD)
+        # The default retention (one day) asks for partitions of 3 hours, a day ahead
+        assert {span.end - span.start for span in made} == {hours}
+        assert ahead(hours) == dt.timedelta(days=1)
+        _assert_cover(made, now, now + ahead(hours))
         # Given two older partitions holding 3 and 2 completed runs: one that ended more
         # than a day ago, one that ended when the first one made begins
         first = made[0].start
-        hours = dt.timedelta(hours=3)
         for start, runs in ((first - dt.timedelta(days=1) - hours, 3), (first - hours, 2)):
             connection.execute(sa.text(create_partition(done, start, start + hours)))
             for n in range(runs):
@@ -245,7 +246,11 @@ def test_partitions_due_cover_now_to_a_day_ahead_around_those_made_at_other_widt
     made = due("t_done", [], now, dt.timedelta(hours=3))
     assert [span.start.hour for span in made] == [9, 12, 15, 18, 21, 0, 3, 6, 9]
     assert made[0].name == "t_done_2026120509"
-    _assert_cover(made, now, now + AHEAD)
+    _assert_cover(made, now, now + dt.timedelta(days=1))
+    # Narrower partitions: eight ahead, not a day of them
+    made = due("t_done", [], now, dt.timedelta(hours=1))
+    assert [span.start.hour for span in made] == list(range(10, 19))
+    assert due("t_done", [], now, dt.timedelta(days=1))[-1].end == dt.datetime(2026, 12, 7)
 
     # Partitions made earlier at other widths, with a gap, stay as they are; new ones
     # fill around them, at most as wide as asked and aligned on midnight
@@ -265,8 +270,9 @@ def test_partitions_due_cover_now_to_a_day_ahead_around_those_made_at_other_widt
         for span in made:
             assert not [old for old in have if old.start < span.end and span.start < old.end]
         covering = sorted(have + made, key=lambda span: span.start)
-        relevant = [span for span in covering if span.end > now and span.start <= now + AHEAD]
-        _assert_cover(relevant, now, now + AHEAD)
+        until = now + ahead(width)
+        relevant = [span for span in covering if span.end > now and span.start <= until]
+        _assert_cover(relevant, now, until)
 
 
 def test_partitions_need_postgresql(tmp_path: Path) -> None:
@@ -328,7 +334,7 @@ def test_a_table_name_with_capitals_gets_its_partitions(table_name: str) -> None
         assert store.complete("task-1", "owner-1", 0)
         with store.engine.connect() as connection:
             made = partitions(connection, f"{name}_done")
-        _assert_cover(made, _now(store), _now(store) + AHEAD)
+        _assert_cover(made, _now(store), _now(store) + dt.timedelta(days=1))
         assert store.purge(older_than=0) == 0
     finally:
         with store.engine.begin() as connection:
