@@ -195,7 +195,7 @@ class CheckpointStore(Operations):
         except CheckpointStoreError as error:
             if error.transient or not self._seam.made_partitions():
                 raise
-            # The day's partition was missing (no purge made it): made now, the
+            # The partition of the moment was missing (no purge made it): made now, the
             # completion, which wrote nothing, runs once more.
             outcome = self._seam.statement(task_id, "save to", lambda sql: sql.complete, params)
         return outcome.rowcount == 1

@@ -96,7 +96,7 @@ def test_a_completion_writes_its_done_row_once_and_only_while_it_holds_the_lease
     assert not store.complete("task-1", "owner-2", 0)
     assert _done_rows(store, "task-1") == []
 
-    # The holder's completion writes the row into today's partition; run again (its
+    # The holder's completion writes the row into the partition of the moment; run again (its
     # answer lost), it matches its row and writes no second one
     assert store.complete("task-1", "owner-1", 2)
     assert store.complete("task-1", "owner-1", 2)
