@@ -126,10 +126,7 @@ def due(done: str, have: list[Partition], now: dt.datetime, width: dt.timedelta)
 
 
 def maintain(
-    connection: Connection,
-    done: str,
-    older_than: float | None,
-    width: dt.timedelta = _DAY,
+    connection: Connection, done: str, older_than: float | None, width: dt.timedelta
 ) -> Upkeep:
     """Make the partitions due (``width`` wide), and drop those whose end is older
     than ``older_than`` seconds.
