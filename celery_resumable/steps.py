@@ -7,9 +7,10 @@ from collections.abc import Callable, Iterable, Iterator, Sized
 from contextvars import ContextVar
 from typing import Any, ParamSpec, TypeVar, overload
 
-from celery_resumable.codec.encode import Scope, decode, encode, first_parameter_type, return_type
+from celery_resumable.codec.classes import result_scope
+from celery_resumable.codec.encode import Scope, decode, encode, first_parameter_type
 from celery_resumable.errors import CursorDecodeError, NotInStepError
-from celery_resumable.run.context import Run, current_run
+from celery_resumable.run.context import Run, StepStart, current_run
 
 __all__ = ["iterate", "set_cursor", "step", "step_cursor"]
 
@@ -33,8 +34,18 @@ def step(name: str, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) ->
     cannot be found, or a stored result that does not fit the annotation).
     """
     run = current_run("step")
-    scope = Scope(return_type(fn, f"the function of step {name!r}"), fn)
-    return _run_step(run, name, scope, lambda _cursor: fn(*args, **kwargs))
+    scope = result_scope(fn, name)
+    start = run.begin(name)
+    if start.skipped:
+        return _stored_result(name, start, scope)
+    try:
+        result = fn(*args, **kwargs)
+        encoded = encode(result, f"the result of step {name!r}", scope=scope)
+    except BaseException:
+        run.abort(name)
+        raise
+    run.finish(name, encoded)
+    return result
 
 
 def step_cursor(name: str, fn: Callable[[Any], T], /, *, cursor_type: Any = None) -> T:
@@ -56,7 +67,7 @@ def step_cursor(name: str, fn: Callable[[Any], T], /, *, cursor_type: Any = None
         finally:
             _cursor_scope.reset(token)
 
-    return _run_step(run, name, Scope(return_type(fn, what), fn), call)
+    return _run_step(run, name, result_scope(fn, name), call)
 
 
 def cursor_scope() -> Scope | None:
@@ -67,8 +78,7 @@ def cursor_scope() -> Scope | None:
 def _run_step(run: Run, name: str, scope: Scope, call: Callable[[Any], T]) -> T:
     start = run.begin(name)
     if start.skipped:
-        what = f"the stored result of step {name!r}"
-        return decode(start.result, scope.target, what, scope=scope)  # type: ignore[no-any-return]
+        return _stored_result(name, start, scope)
     try:
         result = call(start.cursor)
         encoded = encode(result, f"the result of step {name!r}", scope=scope)
@@ -77,6 +87,11 @@ def _run_step(run: Run, name: str, scope: Scope, call: Callable[[Any], T]) -> T:
         raise
     run.finish(name, encoded)
     return result
+
+
+def _stored_result(name: str, start: StepStart, scope: Scope) -> Any:
+    what = f"the stored result of step {name!r}"
+    return decode(start.result, scope.target, what, scope=scope)
 
 
 def set_cursor(value: object) -> None:

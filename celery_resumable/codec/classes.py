@@ -38,6 +38,7 @@ __all__ = [
     "first_parameter_type",
     "is_named_tuple",
     "reference",
+    "result_scope",
     "return_type",
 ]
 
@@ -298,3 +299,27 @@ def return_type(fn: Any, what: str) -> Any:
     """
     advice = "define the class at module level, or use it in the function's body"
     return _hints(fn, what, advice).get("return")
+
+
+# The scope a step function's results are read back with, per function: what it has
+# learnt (the types that come back, the classes found) holds for every call of the same
+# function with the same annotations, in every run.
+_result_scopes: weakref.WeakKeyDictionary[Any, tuple[object, Scope]] = weakref.WeakKeyDictionary()
+
+
+def result_scope(fn: Any, step: str) -> Scope:
+    """The scope the results of ``fn``, the function of step ``step``, are read back with.
+
+    Raises CursorDecodeError when the return annotation names a class that cannot be found.
+    """
+    annotations = getattr(fn, "__annotations__", None)
+    try:
+        cached = _result_scopes.get(fn)
+    except TypeError:  # a builtin or another object without weak references
+        cached = None
+    if cached is not None and cached[0] is annotations:
+        return cached[1]
+    scope = Scope(return_type(fn, f"the function of step {step!r}"), fn)
+    with contextlib.suppress(TypeError):
+        _result_scopes[fn] = (annotations, scope)
+    return scope

@@ -37,7 +37,7 @@ from celery_resumable.codec.classes import (
     return_type,
 )
 from celery_resumable.codec.decode import decode_value, type_name
-from celery_resumable.codec.fast_path import LARGE_FLOAT, comes_back
+from celery_resumable.codec.fast_path import AS_THEY_ARE, LARGE_FLOAT, comes_back
 from celery_resumable.codec.tagged import DECODE_ERRORS, TAG
 from celery_resumable.errors import CursorDecodeError, CursorEncodeError
 
@@ -139,9 +139,11 @@ def _encode(value: Any, path: str | None, classes: list[type]) -> JSONValue:
 def _encode_items(value: Any, path: str | None, classes: list[type]) -> list[JSONValue]:
     if path is not None:
         return [_encode(item, f"{path}[{index}]", classes) for index, item in enumerate(value)]
+    items = list(value)
+    if AS_THEY_ARE.issuperset(map(type, items)):
+        return items  # ints, bools and None only: one pass in C
     # Cursors are often short tuples of ints and strings: keep those without a call
     # (and count by hand: cheaper than enumerate() on this path).
-    items = list(value)
     index = 0
     for item in value:
         kind = type(item)

@@ -11,7 +11,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import Any, get_args, get_origin
 
-__all__ = ["LARGE_FLOAT", "comes_back"]
+__all__ = ["AS_THEY_ARE", "LARGE_FLOAT", "comes_back"]
 
 Check = Callable[[Any], bool]
 
@@ -19,6 +19,8 @@ Check = Callable[[Any], bool]
 # integer: such floats are stored tagged.
 LARGE_FLOAT = 1e16
 _CHECKS: dict[Any, Check | None] = {}
+# The types whose every value is stored as it is and comes back equal and of its type.
+AS_THEY_ARE = frozenset({int, bool, type(None)})
 
 
 def comes_back(value: Any, target: Any) -> bool:
@@ -41,6 +43,9 @@ def _compiled(target: Any) -> Check | None:
         return scalar
     origin, arguments = get_origin(target), get_args(target)
     if origin is list and len(arguments) == 1:
+        exact = _EXACT.get(arguments[0])
+        if exact is not None:  # a list of ints (or bools): checked in C
+            return lambda value: type(value) is list and exact.issuperset(map(type, value))
         item = _compiled(arguments[0])
         if item is not None:
             return lambda value: type(value) is list and all(map(item, value))
@@ -70,4 +75,6 @@ def _is_float(value: Any) -> bool:
     return type(value) is float and -LARGE_FLOAT < value < LARGE_FLOAT
 
 
+# The item types whose every value comes back: their items are checked by type alone.
+_EXACT: dict[Any, frozenset[type]] = {int: frozenset({int}), bool: frozenset({bool})}
 _SCALARS: dict[Any, Check] = {int: _is_int, bool: _is_bool, str: _is_text, float: _is_float}

@@ -160,8 +160,8 @@ class Run:
         Raises StoreUnavailable, AlreadyCompleted or LeaseBusy instead of running.
         """
         found = self.checkpoint.claim(request, self._eager)
-        if found is None:
-            return
+        if found is None or not (found.finished_steps or found.current_step is not None):
+            return  # nothing to resume: the sequence made with the run stands
         in_progress = None if found.current_step is None else (found.current_step, found.cursor)
         self.sequence = StepSequence(self.task_id, found.finished_steps, in_progress)
         if self.sequence.resuming and signals.task_resumed.receivers:
@@ -180,14 +180,18 @@ class Run:
 
     def begin(self, name: str) -> StepStart:
         """Validate and enter step ``name``: skip it, resume it, or start it fresh."""
-        self._settle()
+        if self.checkpoint.committing:
+            self._settle()
         start = self.sequence.begin(name)
-        self._changed(start.changed)
+        if start.changed:
+            self._changed(True)
         if start.skipped:
-            self._send(signals.step_skipped, step=name)
+            if signals.step_skipped.receivers:
+                self._send(signals.step_skipped, step=name)
             return start
         self.cursor_label = f"the cursor of step {name!r}"
-        self._send(signals.step_started, step=name, cursor=start.cursor)
+        if signals.step_started.receivers:
+            self._send(signals.step_started, step=name, cursor=start.cursor)
         self.boundary("step_start")
         return start
 
@@ -207,10 +211,14 @@ class Run:
         A step finished by ``set_step_tx`` keeps the result given there, whether its
         transaction committed inside the step or commits after it.
         """
-        self._settle()
-        result = self.checkpoint.consume(name, result)
+        checkpoint = self.checkpoint
+        if checkpoint.committing:
+            self._settle()
+        if checkpoint.open_tx:
+            result = checkpoint.consume(name, result)
         self._changed(self.sequence.finish(name, result))
-        self._send(signals.step_finished, step=name)
+        if signals.step_finished.receivers:
+            self._send(signals.step_finished, step=name)
         self.boundary("step_end")
 
     def abort(self, name: str) -> None:
@@ -234,7 +242,8 @@ class Run:
         """Stop if the run must stop; write the checkpoint if the interval has passed."""
         now = time.monotonic()
         self.check_stop(kind, now)
-        if self.checkpoint.due(now):
+        checkpoint = self.checkpoint
+        if checkpoint.row is Row.CHANGED and checkpoint.due(now):
             self._periodic_write(now)
 
     def check_stop(self, kind: Boundary, now: float | None = None) -> None:
@@ -245,16 +254,19 @@ class Run:
         """
         if now is None:
             now = time.monotonic()
-        self._check_lease(now)
+        if self._parent is not None:
+            self._parent._check_lease(now)
+        self.checkpoint.lease.check(now, self._stoppable)
         if not self._stoppable:
             return
         if notice.shutdown_requested():
             raise TaskInterrupted("shutdown")
         if self._deadline is not None and self.sequence.advanced and now >= self._deadline:
             raise TaskInterrupted("max_runtime")
-        for hook in interrupt_hooks:
-            if hook(self, kind):
-                raise TaskInterrupted("requested")
+        if interrupt_hooks:
+            for hook in interrupt_hooks:
+                if hook(self, kind):
+                    raise TaskInterrupted("requested")
 
     def _check_lease(self, now: float) -> None:
         if self._parent is not None:

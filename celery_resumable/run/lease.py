@@ -56,13 +56,20 @@ class LeaseDoor:
         with self._lock:
             return self._lease
 
-    def open(self, lease: Lease) -> None:
-        """Renew ``lease`` from now on."""
+    def open(self, lease: Lease, until: float | None = None) -> None:
+        """Renew ``lease`` from now on; it is surely held until ``until`` (monotonic),
+        when given (see ``extend``)."""
         with self._lock:
             self._lease = lease
+            if until is not None:
+                held, missing = self._view
+                if until > held:
+                    self._view = (until, missing)
 
     def close(self) -> None:
         """Renew nothing (released, lost, or a transaction holds the row meanwhile)."""
+        if self._lease is None:
+            return  # only the run's own thread sets it: closed already
         with self._lock:
             self._lease = None
 
@@ -112,8 +119,7 @@ class RunLease:
         if self.store is None or self.task_id is None:
             return
         self.state = LeaseState.HELD
-        self.door.extend(sent + self.seconds)
-        self.door.open((self.store, self.task_id, self.owner, self.seconds))
+        self.door.open((self.store, self.task_id, self.owner, self.seconds), sent + self.seconds)
         keeper.add(self.door)
 
     def close(self) -> None:

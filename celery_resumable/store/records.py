@@ -137,7 +137,16 @@ CLAIM_COLUMNS = (
 class Found:
     """What a claim reads back of its task's row (``CLAIM_COLUMNS``)."""
 
-    __slots__ = CLAIM_COLUMNS
+    __slots__ = (
+        "_expires",
+        "current_step",
+        "cursor",
+        "finished_steps",
+        "interruptions",
+        "owner",
+        "status",
+        "task_name",
+    )
 
     def __init__(self, row: Mapping[str, Any]) -> None:
         self.task_name: str = row["task_name"]
@@ -152,7 +161,13 @@ class Found:
         # A released lease keeps its last owner's token in the row (see the release
         # statement); no run holds it.
         self.owner: str | None = row["owner"] if expires is not None else None
-        self.lease_expires_at = _aware(expires)
+        self._expires: dt.datetime | None = expires
+
+    @property
+    def lease_expires_at(self) -> dt.datetime | None:
+        """When the lease of the run holding the task ends (UTC); None when none holds it.
+        Read only by a claim that did not take the lease."""
+        return _aware(self._expires)
 
 
 class Claim:
