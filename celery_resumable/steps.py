@@ -37,7 +37,7 @@ def step(name: str, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) ->
     scope = result_scope(fn, name)
     start = run.begin(name)
     if start.skipped:
-        return _stored_result(name, start, scope)
+        return _stored_result(name, start, scope)  # type: ignore[no-any-return]
     try:
         result = fn(*args, **kwargs)
         encoded = encode(result, f"the result of step {name!r}", scope=scope)
@@ -78,7 +78,7 @@ def cursor_scope() -> Scope | None:
 def _run_step(run: Run, name: str, scope: Scope, call: Callable[[Any], T]) -> T:
     start = run.begin(name)
     if start.skipped:
-        return _stored_result(name, start, scope)
+        return _stored_result(name, start, scope)  # type: ignore[no-any-return]
     try:
         result = call(start.cursor)
         encoded = encode(result, f"the result of step {name!r}", scope=scope)

@@ -64,6 +64,9 @@ def encode(value: Any, what: str = "value", *, scope: Scope | None = None) -> JS
         or (kind is str and value.isascii() and "\x00" not in value)
     ):
         return value  # type: ignore[no-any-return]
+    plain = kind is list and AS_THEY_ARE.issuperset(map(type, value))  # ints, bools, None
+    if plain and (trusted or (scope is not None and comes_back(value, scope.target))):
+        return list(value)
     classes: list[type] = []
     try:
         if kind is tuple:  # the common cursor of keyset pagination: one call less
@@ -139,11 +142,9 @@ def _encode(value: Any, path: str | None, classes: list[type]) -> JSONValue:
 def _encode_items(value: Any, path: str | None, classes: list[type]) -> list[JSONValue]:
     if path is not None:
         return [_encode(item, f"{path}[{index}]", classes) for index, item in enumerate(value)]
-    items = list(value)
-    if AS_THEY_ARE.issuperset(map(type, items)):
-        return items  # ints, bools and None only: one pass in C
     # Cursors are often short tuples of ints and strings: keep those without a call
     # (and count by hand: cheaper than enumerate() on this path).
+    items = list(value)
     index = 0
     for item in value:
         kind = type(item)

@@ -74,6 +74,23 @@ class TxChange:
 class RunCheckpoint:
     """The stored side of one run; every method runs on the run's own thread."""
 
+    __slots__ = (
+        "committing",
+        "interruptions",
+        "interval",
+        "last_write",
+        "lease",
+        "lease_seconds",
+        "open_tx",
+        "owner",
+        "request",
+        "row",
+        "store",
+        "stored_steps",
+        "task_id",
+        "task_name",
+    )
+
     def __init__(
         self,
         store: CheckpointStore | None,

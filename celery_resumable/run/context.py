@@ -65,6 +65,21 @@ def current_run(function: str) -> Run:
 class Run:
     """One execution of a resumable task, from its claim to its end."""
 
+    __slots__ = (
+        "_deadline",
+        "_eager",
+        "_last_progress",
+        "_parent",
+        "_stoppable",
+        "_track_progress",
+        "checkpoint",
+        "cursor_label",
+        "sequence",
+        "started",
+        "task",
+        "task_id",
+    )
+
     def __init__(
         self,
         task: Task[Any, Any],

@@ -148,16 +148,20 @@ class RunLease:
         """Raise LeaseLostError when another run took the lease, TaskInterrupted("reset")
         when an operator reset the task, and (``stoppable``) TaskInterrupted("lease_expired")
         when renewals failed for a whole lease."""
-        if self.state is LeaseState.HELD:
-            until, missing = self.door.read()
+        state = self.state
+        if state is LeaseState.HELD:
+            until, missing = self.door._view  # the door's read(), without the call
             if missing:
                 self._gone()
-            elif stoppable and now >= until:
+                state = self.state
+            elif now < until or not stoppable:
+                return  # held, the usual case
+            else:
                 # Renewals failed for a whole lease: another run may hold the task now.
                 raise TaskInterrupted("lease_expired")
-        if self.state is LeaseState.LOST:
+        if state is LeaseState.LOST:
             raise LeaseLostError(self.task_id or "?")
-        if self.state is LeaseState.RESET:
+        if state is LeaseState.RESET:
             raise TaskInterrupted("reset")
 
     def raise_lost(self) -> NoReturn:

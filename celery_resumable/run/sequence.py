@@ -31,6 +31,10 @@ class StepStart(NamedTuple):
     changed: bool = False  # the stored row learns which step is in progress
 
 
+# The start of a step that runs from the beginning (the usual case), made once.
+_FRESH = StepStart(skipped=False, changed=True)
+
+
 class StepSequence:
     """The finished steps, the step in progress and the step running now, in call order.
 
@@ -38,6 +42,20 @@ class StepSequence:
     ``active`` is the step whose function runs now. ``advanced`` tells whether this run
     moved past anything (a cursor or a finished step) since it began.
     """
+
+    __slots__ = (
+        "_abandoned",
+        "_finished_early",
+        "_position",
+        "_seen",
+        "active",
+        "advanced",
+        "done",
+        "finished",
+        "in_progress",
+        "task_id",
+        "total",
+    )
 
     def __init__(
         self,
@@ -75,7 +93,7 @@ class StepSequence:
             raise NestedStepError(self.active, name)
         if name in self._seen:
             raise DuplicateStepError(name)
-        changed = self._settle_abandoned()
+        changed = self._abandoned is not None and self._settle_abandoned()
         self._seen.add(name)
         index = self._position
         self._position += 1
@@ -83,7 +101,7 @@ class StepSequence:
             expected = self.finished[index].name
             if expected != name:
                 raise StepMismatchError(self.task_id or "?", expected, name)
-            return StepStart(skipped=True, result=self.finished[index].result, changed=changed)
+            return StepStart(True, self.finished[index].result, None, changed)
         cursor: JSONValue = None
         if self.in_progress is not None:
             recorded, cursor = self.in_progress
@@ -95,7 +113,9 @@ class StepSequence:
         self.total = None
         self.in_progress = (name, cursor)
         self.active = name
-        return StepStart(skipped=False, cursor=cursor, changed=changed)
+        if cursor is None and changed:
+            return _FRESH
+        return StepStart(False, None, cursor, changed)
 
     def advance(self, cursor: JSONValue, function: str = "set_cursor") -> bool:
         """The running step reached ``cursor`` (encoded). Raises NotInStepError outside a step."""

@@ -100,7 +100,10 @@ class Seam:
         try:
             engine = engine_for(url)
             prepared = self._prepare(engine, choose)
-            return again(lambda: _run(url, engine, prepared, values, rows))
+            try:
+                return _run(url, engine, prepared, values, rows)
+            except DBAPIError as failed:
+                return again(lambda: _run(url, engine, prepared, values, rows), failed)
         except StatementTooLargeError as large:
             raise CheckpointStoreError(_too_large(large, values), task_id, False) from None
         except TRANSLATED as exc:
@@ -285,27 +288,31 @@ def _through_core(
             raise
 
 
-def again(call: Callable[[], T]) -> T:
+def again(call: Callable[[], T], failed: DBAPIError | None = None) -> T:
     """Run ``call`` (autocommit statements), again where running it again is the cure.
 
     A dropped connection (the pool has replaced it) gets one more try; a deadlock
     victim gets up to ``DEADLOCK_TRIES`` in all, after a short random pause, so that
     the two sides of the deadlock do not meet again. Only statements that commit on
     their own come here: a deadlock in the caller's transaction is the caller's.
+    ``failed`` is the error of a first try the caller made itself, if any.
     """
     reconnected = False
     tries = 0
     while True:
         tries += 1
-        try:
-            return call()
-        except DBAPIError as exc:
-            if exc.connection_invalidated and not reconnected:
-                reconnected = True
-            elif is_conflict(exc) and tries < DEADLOCK_TRIES:
-                time.sleep(random.uniform(0.001, 0.01) * tries)
-            else:
-                raise
+        if failed is None:
+            try:
+                return call()
+            except DBAPIError as exc:
+                failed = exc
+        if failed.connection_invalidated and not reconnected:
+            reconnected = True
+        elif is_conflict(failed) and tries < DEADLOCK_TRIES:
+            time.sleep(random.uniform(0.001, 0.01) * tries)
+        else:
+            raise failed
+        failed = None
 
 
 def _too_large(large: StatementTooLargeError, values: Mapping[str, Any]) -> str:

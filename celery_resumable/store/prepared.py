@@ -97,6 +97,8 @@ class Prepared:
             (column.name, column.type.dialect_impl(dialect).result_processor(dialect, None))
             for column in returns
         ]
+        self._names = tuple(name for name, _ in self.columns)
+        self._processed = any(process is not None for _, process in self.columns)
         # The most bytes of parameters one statement may carry (MySQL's
         # max_allowed_packet, less the statement itself); None: no known limit.
         self.limit: int | None = None
@@ -137,6 +139,8 @@ class Prepared:
 
     def row(self, row: tuple[Any, ...]) -> dict[str, Any]:
         """A row of the driver's, by column name, through the result processors."""
+        if not self._processed:
+            return dict(zip(self._names, row, strict=False))
         return {
             name: value if process is None else process(value)
             for (name, process), value in zip(self.columns, row, strict=False)

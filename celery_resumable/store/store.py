@@ -113,7 +113,7 @@ class CheckpointStore(Operations):
             "p_task_name": task_name,
             "p_owner": owner,
             "p_lease": float(lease_seconds),
-            "p_request": request_json(request),
+            "p_request": None if request is None else request_json(request),
         }
 
         action = "claim the task in"
