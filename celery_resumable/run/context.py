@@ -198,8 +198,8 @@ class Run:
         if self.checkpoint.committing:
             self._settle()
         start = self.sequence.begin(name)
-        if start.changed:
-            self._changed(True)
+        if start.changed and self.checkpoint.row is Row.SAVED:
+            self.checkpoint.row = Row.CHANGED  # see _changed
         if start.skipped:
             if signals.step_skipped.receivers:
                 self._send(signals.step_skipped, step=name)
@@ -231,7 +231,8 @@ class Run:
             self._settle()
         if checkpoint.open_tx:
             result = checkpoint.consume(name, result)
-        self._changed(self.sequence.finish(name, result))
+        if self.sequence.finish(name, result) and checkpoint.row is Row.SAVED:
+            checkpoint.row = Row.CHANGED  # see _changed
         if signals.step_finished.receivers:
             self._send(signals.step_finished, step=name)
         self.boundary("step_end")
@@ -253,12 +254,25 @@ class Run:
 
     # -- boundaries, stops and writes --------------------------------------------------
 
-    def boundary(self, kind: Boundary) -> None:
-        """Stop if the run must stop; write the checkpoint if the interval has passed."""
-        now = time.monotonic()
-        self.check_stop(kind, now)
+    def boundary(self, kind: Boundary, now: float | None = None, *, write: bool = True) -> None:
+        """Stop if the run must stop here; with ``write``, write the checkpoint if the
+        interval has passed. ``now`` is the monotonic time, when the caller read it."""
+        if now is None:
+            now = time.monotonic()
+        if self._parent is not None:
+            self._parent._check_lease(now)
+        self.checkpoint.lease.check(now, self._stoppable)
+        if self._stoppable:
+            if notice.shutdown_requested():
+                raise TaskInterrupted("shutdown")
+            if self._deadline is not None and self.sequence.advanced and now >= self._deadline:
+                raise TaskInterrupted("max_runtime")
+            if interrupt_hooks:
+                for hook in interrupt_hooks:
+                    if hook(self, kind):
+                        raise TaskInterrupted("requested")
         checkpoint = self.checkpoint
-        if checkpoint.row is Row.CHANGED and checkpoint.due(now):
+        if write and checkpoint.row is Row.CHANGED and checkpoint.due(now):
             self._periodic_write(now)
 
     def check_stop(self, kind: Boundary, now: float | None = None) -> None:
@@ -267,21 +281,7 @@ class Run:
         A direct call runs under the lease of the run it is called inside: that run's
         lost lease, reset or lease deadline stops it too.
         """
-        if now is None:
-            now = time.monotonic()
-        if self._parent is not None:
-            self._parent._check_lease(now)
-        self.checkpoint.lease.check(now, self._stoppable)
-        if not self._stoppable:
-            return
-        if notice.shutdown_requested():
-            raise TaskInterrupted("shutdown")
-        if self._deadline is not None and self.sequence.advanced and now >= self._deadline:
-            raise TaskInterrupted("max_runtime")
-        if interrupt_hooks:
-            for hook in interrupt_hooks:
-                if hook(self, kind):
-                    raise TaskInterrupted("requested")
+        self.boundary(kind, now, write=False)
 
     def _check_lease(self, now: float) -> None:
         if self._parent is not None:

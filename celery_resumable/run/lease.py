@@ -15,14 +15,12 @@ import time
 from typing import TYPE_CHECKING, NoReturn
 
 from celery_resumable.errors import LeaseLostError, TaskInterrupted
-from celery_resumable.worker.lease_keeper import keeper
+from celery_resumable.worker.lease_keeper import Lease, keeper
 
 if TYPE_CHECKING:
     from celery_resumable.store.store import CheckpointStore
 
 __all__ = ["LeaseDoor", "LeaseState", "RunLease"]
-
-Lease = tuple["CheckpointStore", str, str, float]
 
 
 class LeaseState(enum.Enum):
@@ -119,8 +117,9 @@ class RunLease:
         if self.store is None or self.task_id is None:
             return
         self.state = LeaseState.HELD
-        self.door.open((self.store, self.task_id, self.owner, self.seconds), sent + self.seconds)
-        keeper.add(self.door)
+        lease = (self.store, self.task_id, self.owner, self.seconds)
+        self.door.open(lease, sent + self.seconds)
+        keeper.add(self.door, lease)
 
     def close(self) -> None:
         """Stop renewing the lease (the run has ended)."""

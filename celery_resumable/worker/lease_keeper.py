@@ -31,11 +31,15 @@ logger = logging.getLogger("celery_resumable.worker")
 IDLE_SECONDS = 2.0
 
 
+# What a run's lease renewal needs: the store, task id, owner token and lease length.
+Lease = tuple["CheckpointStore", str, str, float]
+
+
 class LeaseHolder(Protocol):
     """A run whose lease the keeper renews."""
 
     @property
-    def lease(self) -> tuple[CheckpointStore, str, str, float] | None:
+    def lease(self) -> Lease | None:
         """The store, task id, owner token and lease length; None when there is nothing to renew."""
 
     def lease_renewed(self, sent: float) -> None:
@@ -67,9 +71,11 @@ class LeaseKeeper:
         self._soon = True
         self._wake.set()
 
-    def add(self, run: LeaseHolder) -> None:
-        """Renew ``run``'s lease until it is removed."""
-        lease = run.lease
+    def add(self, run: LeaseHolder, lease: Lease | None = None) -> None:
+        """Renew ``run``'s lease until it is removed; ``lease`` is ``run.lease`` when the
+        caller has it at hand."""
+        if lease is None:
+            lease = run.lease
         with self._lock:
             self._runs.add(run)
             self._ending = False
