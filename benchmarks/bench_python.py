@@ -17,13 +17,14 @@ own tracer slower after a run than after a plain task), so the table also shows 
 inside the task's body wrapper alone (``task.run``, the run from its claim to its
 completion write), less the time in the driver: the library's own code.
 
-    python -m benchmarks.bench_python [--runs 2000] [--repeat 5] [--store URL ...]
+    python -m benchmarks.bench_python [--runs 2000] [--repeat 5] [--cpu N] [--store URL ...]
 """
 
 from __future__ import annotations
 
 import argparse
 import gc
+import os
 import tempfile
 import time
 from collections.abc import Sequence
@@ -197,13 +198,33 @@ def parse_args(argv: Sequence[str] | None) -> argparse.Namespace:
         help="microseconds of the SQLite row run again with a sleep after each statement "
         "(0: no such row)",
     )
+    parser.add_argument(
+        "--cpu",
+        type=int,
+        default=None,
+        help="run this process on this CPU only: a core the database does not use (its "
+        "server processes, its disk's interrupts), as for a worker whose database is on "
+        "another host",
+    )
     add_store_option(parser)
     return parser.parse_args(argv)
+
+
+def pin(cpu: int | None) -> str:
+    """Keep this process on ``cpu`` (None: where the scheduler puts it); says where."""
+    if cpu is None:
+        return "any CPU"
+    try:
+        os.sched_setaffinity(0, {cpu})
+    except (AttributeError, OSError, ValueError) as exc:
+        raise SystemExit(f"--cpu {cpu}: cannot run this process on that CPU: {exc}") from None
+    return f"CPU {cpu} only"
 
 
 def main(argv: Sequence[str] | None = None) -> None:
     """Print the table."""
     args = parse_args(argv)
+    where = pin(args.cpu)
     started = time.perf_counter()
     # Eager runs in a row share the lease keeper's thread, as a worker's runs do.
     print_header("The Python part of a resumable run, with the driver's time taken out")
@@ -216,7 +237,7 @@ def main(argv: Sequence[str] | None = None) -> None:
     if rows:
         print_table(
             f"Per run of 3 small steps, task.apply(), best of {args.repeat} timings of "
-            f"{args.runs:,} runs",
+            f"{args.runs:,} runs, on {where}",
             [
                 "database",
                 "plain run",

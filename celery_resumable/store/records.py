@@ -151,8 +151,9 @@ class Found:
     def __init__(self, row: Mapping[str, Any]) -> None:
         self.task_name: str = row["task_name"]
         self.status: Status = row["status"]
-        self.finished_steps = tuple(
-            FinishedStep(item["name"], item["result"]) for item in row["finished_steps"]
+        steps = row["finished_steps"]
+        self.finished_steps = (
+            tuple(FinishedStep(item["name"], item["result"]) for item in steps) if steps else ()
         )
         self.current_step: str | None = row["current_step"]
         self.cursor: JSONValue = row["cursor"]
