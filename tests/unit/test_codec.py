@@ -1146,3 +1146,24 @@ def test_decode_finds_a_class_moved_to_another_module_through_the_annotation() -
 
     # Then
     assert_same(decoded, Point(1, 2))
+
+
+@pytest.mark.parametrize(
+    ("value", "target"),
+    [([1, 2, 3], list[int]), ([True, False], list[bool]), ([1, None, True], None), ([], list[str])],
+)
+def test_a_list_of_plain_values_is_stored_as_a_copy(value: list[Any], target: Any) -> None:
+    # Given a list of ints, bools or None, read back as its annotation says (or without one)
+    stored = encode(value, scope=Scope(target))
+
+    # Then it is stored as it is, in a list of its own: a change after the step is not stored
+    assert stored == value
+    assert stored is not value
+    value.append(7)
+    assert stored != value
+
+
+def test_a_list_of_ints_read_as_another_annotation_is_checked_the_long_way() -> None:
+    # A list of ints the annotation reads as strings would not come back the same
+    with pytest.raises(CursorEncodeError, match="list"):
+        encode([1, 2], "the result", scope=Scope(list[str]))

@@ -8,12 +8,15 @@ import uuid
 from collections.abc import Callable
 from typing import Any
 
+import pymysql
 import pytest
 import sqlalchemy as sa
 from celery import Celery
+from sqlalchemy import exc as sa_exc
 
 from celery_resumable import CheckpointStore, checkpoint_store
 from celery_resumable.errors import CheckpointStoreError
+from celery_resumable.store.execute import again
 from celery_resumable.store.faults import is_conflict
 from tests.conftest import drop_table
 
@@ -181,6 +184,56 @@ def test_a_statement_chosen_as_a_deadlock_victim_runs_again(
         assert renewed.result(timeout=30) == {first, second}
     sa.event.remove(store.engine, "handle_error", seen)
     assert conflicts
+
+
+def _deadlock_victim() -> sa_exc.DBAPIError:
+    return sa_exc.OperationalError(
+        "UPDATE checkpoints", None, pymysql.err.OperationalError(1213, "Deadlock found")
+    )
+
+
+def test_a_first_try_chosen_as_a_deadlock_victim_runs_again_until_it_passes() -> None:
+    # Given a statement whose first try (made by the caller) was a deadlock victim, and
+    # whose second try is one too
+    tries: list[int] = []
+
+    def statement() -> str:
+        tries.append(1)
+        if len(tries) == 1:
+            raise _deadlock_victim()
+        return "written"
+
+    # When it goes to again with that first failure, then it runs until it passes
+    assert again(statement, _deadlock_victim()) == "written"
+    assert len(tries) == 2
+
+
+def test_a_first_failure_that_running_again_would_not_cure_is_raised_as_it_is() -> None:
+    refused = sa_exc.DataError(
+        "INSERT INTO checkpoints", None, pymysql.err.DataError(1406, "Data too long")
+    )
+    tries: list[int] = []
+    with pytest.raises(sa_exc.DataError) as raised:
+        again(lambda: tries.append(1), refused)
+    assert raised.value is refused
+    assert tries == []
+
+
+def test_a_first_try_on_a_dropped_connection_runs_once_more_only() -> None:
+    def dropped() -> sa_exc.DBAPIError:
+        lost = pymysql.err.OperationalError(2013, "Lost connection")
+        return sa_exc.OperationalError("SELECT", None, lost, connection_invalidated=True)
+
+    tries: list[int] = []
+
+    def statement() -> None:
+        tries.append(1)
+        raise dropped()
+
+    with pytest.raises(sa_exc.OperationalError) as raised:
+        again(statement, dropped())
+    assert raised.value.connection_invalidated
+    assert len(tries) == 1  # the caller's try, then one more on a new connection
 
 
 def test_task_ids_compare_exactly(store: CheckpointStore) -> None:
