@@ -25,13 +25,16 @@ from __future__ import annotations
 import argparse
 import gc
 import os
+import sys
 import tempfile
 import time
 from collections.abc import Sequence
+from types import FrameType
 from typing import Any
 
 import sqlalchemy as sa
 
+import celery_resumable
 from benchmarks.bench_overhead import STEPS_RESULT, build_tasks, positive, runner, seconds
 from benchmarks.common import (
     add_store_option,
@@ -49,6 +52,8 @@ DESCRIPTION = "The Python part of a resumable run, with the driver's time taken 
 WARM_UP_RUNS = 50
 TARGET = 80e-6
 ASLEEP = 300.0  # microseconds: about what a statement's round trip and commit take
+COUNTED_RUNS = 100  # runs whose bytecodes are counted (traced: slow, but exact)
+PACKAGE = os.path.dirname(celery_resumable.__file__)
 
 
 class DriverClock:
@@ -141,6 +146,42 @@ def time_the_body(task: Any) -> DriverClock:
     return clock
 
 
+def count_bytecodes(task: Any, runs: int) -> float:
+    """The bytecode instructions that the package's own functions execute per run of
+    ``task`` (``sys.settrace`` opcode events, in frames of the package only): a measure
+    of the library's code that does not depend on the machine or its load."""
+    counted = 0
+
+    def count(frame: FrameType, event: str, arg: Any) -> Any:
+        nonlocal counted
+        if event == "opcode":
+            counted += 1
+        return count
+
+    def enter(frame: FrameType, event: str, arg: Any) -> Any:
+        if not frame.f_code.co_filename.startswith(PACKAGE):
+            return None  # its callees in the package are still counted
+        frame.f_trace_opcodes = True
+        frame.f_trace_lines = False
+        return count
+
+    body = task.run
+
+    def run(*args: Any, **kwargs: Any) -> Any:
+        sys.settrace(enter)
+        try:
+            return body(*args, **kwargs)
+        finally:
+            sys.settrace(None)
+
+    task.run = run
+    try:
+        runner(task, (), STEPS_RESULT, runs)()
+    finally:
+        task.run = body
+    return counted / runs
+
+
 def measure(url: str, runs: int, repeat: int, asleep: float = 0.0) -> list[str]:
     """One row: plain run, resumable run, time in the driver, Python part, its target
     (with ``asleep``, a sleep of that many seconds after each statement, as the driver's)."""
@@ -168,6 +209,7 @@ def measure(url: str, runs: int, repeat: int, asleep: float = 0.0) -> list[str]:
                 resumable, driver, calls = elapsed, clock.seconds / runs, clock.calls
                 body = (inside.seconds - clock.seconds) / runs
         python = resumable - driver - plain
+        bytecodes = count_bytecodes(tasks.resumable_steps, COUNTED_RUNS)
         name = database(store.engine)
         return [
             f"{name}, asleep {asleep * 1e6:.0f} us" if asleep else name,
@@ -178,6 +220,7 @@ def measure(url: str, runs: int, repeat: int, asleep: float = 0.0) -> list[str]:
             seconds(python),
             seconds(body),
             "yes" if body <= TARGET else "no",
+            f"{bytecodes:,.0f}",
         ]
     finally:
         stop_lease_keeper()  # it would purge the dropped table next
@@ -247,6 +290,7 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "Python part",
                 "in the run",
                 f"<= {seconds(TARGET)}",
+                "bytecodes",
             ],
             rows,
             [
@@ -256,6 +300,8 @@ def main(argv: Sequence[str] | None = None) -> None:
                 "adds to a run in this process's Python",
                 "in the run: time inside the task's body wrapper (task.run: claim, steps, "
                 "completion) - in the driver: the library's own code; the target",
+                "bytecodes: bytecode instructions the package's own functions execute per "
+                "run, the same on any machine",
                 f"asleep: the same SQLite runs with a sleep of {args.asleep:g} us after each "
                 "statement, counted as the driver's: the same code, its thread waiting as it "
                 "waits for a server",
