@@ -10,7 +10,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 from celery_resumable.codec.classes import result_scope
 from celery_resumable.codec.encode import Scope, decode, encode, first_parameter_type
 from celery_resumable.errors import CursorDecodeError, NotInStepError
-from celery_resumable.run.context import Run, StepStart, current_run
+from celery_resumable.run.context import Run, current_run
 
 __all__ = ["iterate", "set_cursor", "step", "step_cursor"]
 
@@ -34,18 +34,7 @@ def step(name: str, fn: Callable[P, T], /, *args: P.args, **kwargs: P.kwargs) ->
     cannot be found, or a stored result that does not fit the annotation).
     """
     run = current_run("step")
-    scope = result_scope(fn, name)
-    start = run.begin(name)
-    if start.skipped:
-        return _stored_result(name, start, scope)  # type: ignore[no-any-return]
-    try:
-        result = fn(*args, **kwargs)
-        encoded = encode(result, f"the result of step {name!r}", scope=scope)
-    except BaseException:
-        run.abort(name)
-        raise
-    run.finish(name, encoded)
-    return result
+    return _run_step(run, name, result_scope(fn, name), lambda _cursor: fn(*args, **kwargs))
 
 
 def step_cursor(name: str, fn: Callable[[Any], T], /, *, cursor_type: Any = None) -> T:
@@ -78,7 +67,8 @@ def cursor_scope() -> Scope | None:
 def _run_step(run: Run, name: str, scope: Scope, call: Callable[[Any], T]) -> T:
     start = run.begin(name)
     if start.skipped:
-        return _stored_result(name, start, scope)  # type: ignore[no-any-return]
+        what = f"the stored result of step {name!r}"
+        return decode(start.result, scope.target, what, scope=scope)  # type: ignore[no-any-return]
     try:
         result = call(start.cursor)
         encoded = encode(result, f"the result of step {name!r}", scope=scope)
@@ -87,11 +77,6 @@ def _run_step(run: Run, name: str, scope: Scope, call: Callable[[Any], T]) -> T:
         raise
     run.finish(name, encoded)
     return result
-
-
-def _stored_result(name: str, start: StepStart, scope: Scope) -> Any:
-    what = f"the stored result of step {name!r}"
-    return decode(start.result, scope.target, what, scope=scope)
 
 
 def set_cursor(value: object) -> None:

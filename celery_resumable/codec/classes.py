@@ -21,7 +21,8 @@ import sys
 import types
 import typing
 import weakref
-from typing import Any
+from collections.abc import Callable
+from typing import Any, TypeVar
 
 from celery_resumable.errors import CursorDecodeError
 
@@ -29,6 +30,8 @@ try:  # pydantic is optional
     from pydantic import BaseModel as PydanticModel
 except ImportError:  # pragma: no cover - exercised only without pydantic
     PydanticModel = None  # type: ignore[assignment,misc]
+
+T = TypeVar("T")
 
 __all__ = [
     "PydanticModel",
@@ -242,17 +245,24 @@ _resolved: weakref.WeakKeyDictionary[Any, tuple[object, dict[str, Any]]] = (
 
 
 def _hints(function: Any, what: str, advice: str) -> dict[str, Any]:
+    return _per_function(_resolved, function, lambda: _resolve_hints(function, what, advice))
+
+
+def _per_function(
+    cache: weakref.WeakKeyDictionary[Any, tuple[object, T]], function: Any, make: Callable[[], T]
+) -> T:
+    """``make()``, kept in ``cache`` for ``function`` while its annotations stay the same dict."""
     annotations = getattr(function, "__annotations__", None)
     try:
-        cached = _resolved.get(function)
+        cached = cache.get(function)
     except TypeError:  # a builtin or another object without weak references
         cached = None
     if cached is not None and cached[0] is annotations:
         return cached[1]
-    hints = _resolve_hints(function, what, advice)
+    value = make()
     with contextlib.suppress(TypeError):
-        _resolved[function] = (annotations, hints)
-    return hints
+        cache[function] = (annotations, value)
+    return value
 
 
 def _resolve_hints(function: Any, what: str, advice: str) -> dict[str, Any]:
@@ -312,14 +322,6 @@ def result_scope(fn: Any, step: str) -> Scope:
 
     Raises CursorDecodeError when the return annotation names a class that cannot be found.
     """
-    annotations = getattr(fn, "__annotations__", None)
-    try:
-        cached = _result_scopes.get(fn)
-    except TypeError:  # a builtin or another object without weak references
-        cached = None
-    if cached is not None and cached[0] is annotations:
-        return cached[1]
-    scope = Scope(return_type(fn, f"the function of step {step!r}"), fn)
-    with contextlib.suppress(TypeError):
-        _result_scopes[fn] = (annotations, scope)
-    return scope
+    return _per_function(
+        _result_scopes, fn, lambda: Scope(return_type(fn, f"the function of step {step!r}"), fn)
+    )
