@@ -17,14 +17,14 @@ Three rules keep a late duplicate from running a completed task again:
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 
-from celery_resumable.store.statements import _NO_STEPS, _TASK_ID, _TIME, Statements, _Clock
+from celery_resumable.store.schema import _NO_STEPS, _TASK_ID, _TIME
+from celery_resumable.store.statements import Statements, _Clock
 
 __all__ = ["MOVED_AFTER", "DoneStatements", "done_table"]
 
@@ -63,24 +63,6 @@ class DoneStatements(Statements):
         super().__init__(checkpoints, "postgresql")
         c, d = checkpoints.c, done.c
         by_id = d.task_id == sa.bindparam("p_task_id")
-        # Run twice (its answer lost), the completion matches its row again, and finds
-        # the _done row its first run wrote.
-        assert isinstance(self.complete, sa.Update)
-        marked = self.complete.returning(
-            c.task_id, c.task_name, c.interruptions, c.created_at, c.updated_at
-        ).cte("marked")
-        archived = sa.insert(done).from_select(
-            ["finished_at", "created_at", "interruptions", "task_id", "task_name"],
-            sa.select(
-                marked.c.updated_at,
-                marked.c.created_at,
-                marked.c.interruptions,
-                marked.c.task_id,
-                marked.c.task_name,
-            ).where(~sa.exists().where(by_id)),
-        )
-        # Its row count is the checkpoint rows marked, 1 or 0, as the plain UPDATE's.
-        self.complete = sa.select(marked.c.task_id).add_cte(archived.cte("archived"))
         # A task's row: its checkpoint row, else its _done row in the same columns.
         live = sa.select(*checkpoints.c, sa.literal(0).label("source")).where(
             c.task_id == sa.bindparam("p_task_id")
@@ -93,8 +75,35 @@ class DoneStatements(Statements):
             .limit(1)
         )
         self.returns[id(self.complete)] = [c.task_id]
+        self.returns[id(self.complete_again)] = [c.task_id]
         self.returns[id(self.select)] = list(checkpoints.c)
         self.reset_done = sa.delete(done).where(by_id)
+
+    def _completion(self, where: ColumnElement[bool]) -> sa.Executable:
+        """The completion, which also writes the run's _done row.
+
+        Run twice (its answer lost), it matches its row again, and finds the _done row
+        its first run wrote. Its row count is the checkpoint rows marked, 1 or 0, as
+        the plain UPDATE's.
+        """
+        update = super()._completion(where)
+        assert isinstance(update, sa.Update)
+        c = self.table.c
+        marked = update.returning(
+            c.task_id, c.task_name, c.interruptions, c.created_at, c.updated_at
+        ).cte("marked")
+        written = ~sa.exists().where(self.done.c.task_id == sa.bindparam("p_task_id"))
+        archived = sa.insert(self.done).from_select(
+            ["finished_at", "created_at", "interruptions", "task_id", "task_name"],
+            sa.select(
+                marked.c.updated_at,
+                marked.c.created_at,
+                marked.c.interruptions,
+                marked.c.task_id,
+                marked.c.task_name,
+            ).where(written),
+        )
+        return sa.select(marked.c.task_id).add_cte(archived.cte("archived"))
 
     def _new_row(self, values: dict[str, Any]) -> Any:
         """A claim inserts a row only for a task that has no _done row."""
@@ -134,12 +143,13 @@ class DoneStatements(Statements):
     def archived(self) -> ColumnElement[bool]:
         """A completed checkpoint row whose run has its _done row."""
         c, d = self.table.c, self.done.c
-        return sa.and_(c.status == "completed", sa.exists().where(d.task_id == c.task_id))
+        completed = c.status == sa.literal_column("'completed'")
+        return sa.and_(completed, sa.exists().where(d.task_id == c.task_id))
 
-    def _old(self, statuses: Sequence[str], force: bool) -> ColumnElement[bool]:
+    def _old(self, status: str, force: bool) -> ColumnElement[bool]:
         """Old rows, less the archived ones: those go ``MOVED_AFTER`` seconds after their
         completion, whatever the age asked (``moved_rows``)."""
-        return sa.and_(super()._old(statuses, force), ~self.archived())
+        return sa.and_(super()._old(status, force), ~self.archived())
 
     def _moved(self) -> ColumnElement[bool]:
         # The completion wrote the row's updated_at and its _done row in one statement.

@@ -92,8 +92,10 @@ class Seam:
         values: Mapping[str, Any],
         *,
         rows: bool = False,
+        retry: Callable[[Statements], Any] | None = None,
     ) -> Outcome:
-        """Run the statement ``choose`` picks, compiled once, with ``values``."""
+        """Run the statement ``choose`` picks, compiled once, with ``values``; where it
+        is run again (``again``), run the one ``retry`` picks instead, if given."""
         if not self._ready:
             self.ensure_table(task_id)
         url = self.url
@@ -103,6 +105,8 @@ class Seam:
             try:
                 return _run(url, engine, prepared, values, rows)
             except DBAPIError as failed:
+                if retry is not None:
+                    prepared = self._prepare(engine, retry)
                 return again(lambda: _run(url, engine, prepared, values, rows), failed)
         except StatementTooLargeError as large:
             raise CheckpointStoreError(_too_large(large, values), task_id, False) from None

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import functools
 import logging
 import math
 import time
@@ -15,6 +16,7 @@ from celery_resumable.errors import CheckpointBusyError, CheckpointStoreError
 from celery_resumable.store.done import MOVED_AFTER, DoneStatements
 from celery_resumable.store.execute import Seam, again
 from celery_resumable.store.records import STATUSES, Checkpoint, Status, checkpoint_of
+from celery_resumable.store.schema import status_in
 from celery_resumable.store.statements import Statements
 
 __all__ = ["Operations"]
@@ -72,7 +74,7 @@ class Operations:
         offset = _count("offset", offset)
         query = sa.select(self.table)
         if status is not None:
-            query = query.where(self.table.c.status.in_(_statuses(status)))
+            query = query.where(status_in(self.table, _statuses(status)))
         if task_name is not None:
             query = query.where(self.table.c.task_name == task_name)
 
@@ -135,21 +137,24 @@ class Operations:
         size = _PURGE_BATCH
         deleted = 0
 
-        def delete(connection: Connection, sql: Statements) -> tuple[int, int]:
-            candidates = sql.purge_candidates(statuses, force, size)
+        def delete(connection: Connection, sql: Statements, status: Status) -> tuple[int, int]:
+            candidates = sql.purge_candidates(status, force, size)
             ids = list(connection.execute(candidates, params).scalars())
             if not ids:
                 return 0, 0
-            rows = sql.purge_rows(statuses, force)
+            rows = sql.purge_rows(status, force)
             return len(ids), int(connection.execute(rows, {**params, "p_task_ids": ids}).rowcount)
 
-        while True:
-            # Bounded batches, each a read and a delete by primary key: no long lock, no
-            # huge transaction, no lock on rows that stay.
-            found, batch = self._seam.work(None, "purge", delete)
-            deleted += batch
-            if found < size:
-                break
+        # One status at a time: on PostgreSQL each is found through its own index.
+        for one in statuses:
+            while True:
+                # Bounded batches, each a read and a delete by primary key: no long lock,
+                # no huge transaction, no lock on rows that stay.
+                work = functools.partial(delete, status=one)
+                found, batch = self._seam.work(None, "purge", work)
+                deleted += batch
+                if found < size:
+                    break
         if self._seam.done is not None and "completed" in statuses:
             deleted += self._purge_done(age)
         return deleted

@@ -1,4 +1,4 @@
-"""The checkpoint table and the SQL of every statement a run executes, per database.
+"""The SQL of every statement a run executes, per database.
 
 Times come from the database's clock (UTC), never from a worker's: a lease written by
 one worker and judged by another is compared on one clock.
@@ -6,58 +6,19 @@ one worker and judged by another is compared on one clock.
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from typing import Any
 
 import sqlalchemy as sa
 from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
-from celery_resumable.config import check_table_name
 from celery_resumable.errors import CheckpointStoreError
 from celery_resumable.store.records import CLAIM_COLUMNS
+from celery_resumable.store.schema import _JSON, _NO_STEPS, _REQUEST, _TIME, status_in
 
-__all__ = ["MAX_TASK_ID", "Statements", "check_table_name", "table"]
-
-MAX_TASK_ID = 255
-
-_JSON = sa.JSON(none_as_null=True).with_variant(postgresql.JSONB(none_as_null=True), "postgresql")
-_TIME = sa.DateTime().with_variant(mysql.DATETIME(fsp=6), "mysql", "mariadb")
-# Task ids compare exactly: MySQL/MariaDB's default collations would make "Abc" and
-# "abc" (or "é" and "e") one row.
-_TASK_ID = sa.String(MAX_TASK_ID).with_variant(
-    mysql.VARCHAR(MAX_TASK_ID, charset="utf8mb4", collation="utf8mb4_bin"), "mysql", "mariadb"
-)
-_REQUEST = sa.Text().with_variant(mysql.MEDIUMTEXT(), "mysql", "mariadb")
+__all__ = ["DIALECTS", "Statements"]
 
 DIALECTS = ("sqlite", "postgresql", "mysql", "mariadb")
-
-# An empty list of finished steps, written into the SQL: as a bound value the driver
-# would encode it as JSON again at every execution.
-_NO_STEPS = sa.literal_column("'[]'", _JSON)
-
-
-def table(name: str) -> sa.Table:
-    """The checkpoint table named ``name``."""
-    return sa.Table(
-        name,
-        sa.MetaData(),
-        sa.Column("task_id", _TASK_ID, primary_key=True),
-        sa.Column("task_name", sa.String(255), nullable=False),
-        sa.Column("status", sa.String(16), nullable=False),
-        sa.Column("finished_steps", _JSON, nullable=False),
-        sa.Column("current_step", sa.String(255), nullable=True),
-        sa.Column("cursor", _JSON, nullable=True),
-        sa.Column("interruptions", sa.Integer, nullable=False, default=0),
-        sa.Column("owner", sa.String(64), nullable=True),
-        sa.Column("lease_expires_at", _TIME, nullable=True),
-        sa.Column("created_at", _TIME, nullable=False),
-        sa.Column("updated_at", _TIME, nullable=False),
-        sa.Column("request", _REQUEST, nullable=True),
-        sa.Column("done", sa.Integer, nullable=True),
-        sa.Column("total", sa.Integer, nullable=True),
-        sa.Index(f"ix_{name}_status_updated", "status", "updated_at"),
-    )
 
 
 class _Clock:
@@ -168,24 +129,16 @@ class Statements:
             )
         )
         # A completed row keeps what skipping a late duplicate needs (its id, name,
-        # status, times and the owner token that lets this statement, run twice, match
-        # its row again); the progress and the request go. The status is a parameter,
-        # so that the statement is told apart on the wire.
-        self.complete: sa.Executable = (
-            sa.update(checkpoints)
-            .where(fenced)
-            .values(
-                status=sa.bindparam("p_status"),
-                finished_steps=_NO_STEPS,
-                current_step=None,
-                cursor=sa.null(),
-                interruptions=sa.bindparam("p_interruptions"),
-                lease_expires_at=None,
-                updated_at=self.now,
-                request=None,
-                done=None,
-                total=None,
-            )
+        # status and times); the owner token, the progress and the request go. The status
+        # is a parameter, so that the statement is told apart on the wire.
+        self.complete = self._completion(fenced)
+        # Run again after its answer was lost (a dropped connection), the completion
+        # cannot find its token any more: it matches the completed row instead. Only
+        # the run's own completion or another run's can have made that row (a claim
+        # never takes a completed row), and either way the task is completed.
+        done_already = sa.and_(c.owner.is_(None), c.status == "completed")
+        self.complete_again = self._completion(
+            sa.and_(by_id, sa.or_(c.owner == sa.bindparam("p_owner"), done_already))
         )
         # One statement renews every lease of a process; owner tokens are unique per run.
         # A released lease is never renewed: a renewal that crossed a run's release must
@@ -223,14 +176,36 @@ class Statements:
             else_=c.updated_at,
         )
         cutoff = clock.shifted("p_age", "-")
-        self.older = sa.and_(last_seen < cutoff, self.free)
+        # The last write is never later than the last sight: its own test, implied by
+        # the other, lets the index of the last write find the old rows.
+        self.older = sa.and_(c.updated_at < cutoff, last_seen < cutoff, self.free)
         self.older_forced = c.updated_at < cutoff
 
-    def purge_candidates(self, statuses: Sequence[str], force: bool, batch: int) -> sa.Select[Any]:
-        """The ids of at most ``batch`` old rows of ``statuses`` (a read that takes no lock)."""
-        return sa.select(self.table.c.task_id).where(self._old(statuses, force)).limit(batch)
+    def _completion(self, where: ColumnElement[bool]) -> sa.Executable:
+        """The completion write of the row ``where`` matches."""
+        return (
+            sa.update(self.table)
+            .where(where)
+            .values(
+                status=sa.bindparam("p_status"),
+                finished_steps=_NO_STEPS,
+                current_step=None,
+                cursor=sa.null(),
+                interruptions=sa.bindparam("p_interruptions"),
+                owner=None,
+                lease_expires_at=None,
+                updated_at=self.now,
+                request=None,
+                done=None,
+                total=None,
+            )
+        )
 
-    def purge_rows(self, statuses: Sequence[str], force: bool) -> sa.Delete:
+    def purge_candidates(self, status: str, force: bool, batch: int) -> sa.Select[Any]:
+        """The ids of at most ``batch`` old rows of ``status`` (a read that takes no lock)."""
+        return sa.select(self.table.c.task_id).where(self._old(status, force)).limit(batch)
+
+    def purge_rows(self, status: str, force: bool) -> sa.Delete:
         """Delete the rows ``p_task_ids`` that are still old.
 
         Rows are found by primary key, so the DELETE locks what it deletes and nothing
@@ -240,13 +215,11 @@ class Statements:
         meanwhile is no longer old and stays.
         """
         ids: sa.BindParameter[list[str]] = sa.bindparam("p_task_ids", expanding=True)
-        return sa.delete(self.table).where(
-            self.table.c.task_id.in_(ids), self._old(statuses, force)
-        )
+        return sa.delete(self.table).where(self.table.c.task_id.in_(ids), self._old(status, force))
 
-    def _old(self, statuses: Sequence[str], force: bool) -> ColumnElement[bool]:
-        old = self.older_forced if force else self.older
-        return sa.and_(self.table.c.status.in_(statuses), old)
+    def _old(self, status: str, force: bool) -> ColumnElement[bool]:
+        """The rows of ``status`` older than ``p_age`` seconds."""
+        return sa.and_(status_in(self.table, [status]), self.older_forced if force else self.older)
 
     def _steps_length(self) -> ColumnElement[Any]:
         column = self.table.c.finished_steps

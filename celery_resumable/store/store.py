@@ -8,6 +8,7 @@ row means the run lost its lease (or an operator reset the task).
 from __future__ import annotations
 
 import logging
+import operator
 import weakref
 from collections.abc import Callable, Mapping, Sequence
 from typing import Any, TypeVar
@@ -16,7 +17,7 @@ import sqlalchemy as sa
 from celery import Celery
 from sqlalchemy.engine import Connection, Dialect, Engine
 
-from celery_resumable.config import ResumableConfig, config_for
+from celery_resumable.config import ResumableConfig, check_table_name, config_for
 from celery_resumable.errors import CheckpointStoreError
 from celery_resumable.store.done import done_table
 from celery_resumable.store.engines import safe_url
@@ -32,7 +33,8 @@ from celery_resumable.store.records import (
     Status,
     request_json,
 )
-from celery_resumable.store.statements import MAX_TASK_ID, Statements, check_table_name, table
+from celery_resumable.store.schema import check_task_id, table
+from celery_resumable.store.statements import Statements
 
 __all__ = ["CheckpointStore", "checkpoint_store", "store_for"]
 
@@ -107,7 +109,7 @@ class CheckpointStore(Operations):
         arguments and routing, for ``celery resumable retry``) and storable as JSON. A
         run gives none: its request is recorded by a write that ends it unfinished.
         """
-        _check_task_id(task_id)
+        check_task_id(task_id)
         params = {
             "p_task_id": task_id,
             "p_task_name": task_name,
@@ -182,8 +184,9 @@ class CheckpointStore(Operations):
 
     def complete(self, task_id: str, owner: str, interruptions: int) -> bool:
         """Mark the task completed and release the lease; False when ``owner`` no longer
-        holds it. The row's progress and request are dropped: a completed row only
-        keeps a late duplicate from running the task again."""
+        holds it. The row's owner token, progress and request are dropped: a completed
+        row only keeps a late duplicate from running the task again. Run again after its
+        answer was lost, the write counts a completed row as its own success."""
         params = {
             "p_task_id": task_id,
             "p_owner": owner,
@@ -191,13 +194,15 @@ class CheckpointStore(Operations):
             "p_interruptions": interruptions,
         }
         try:
-            outcome = self._seam.statement(task_id, "save to", lambda sql: sql.complete, params)
+            outcome = self._seam.statement(
+                task_id, "save to", _COMPLETE, params, retry=_COMPLETE_AGAIN
+            )
         except CheckpointStoreError as error:
             if error.transient or not self._seam.made_partitions():
                 raise
             # The partition of the moment was missing (no purge made it): made now, the
             # completion, which wrote nothing, runs once more.
-            outcome = self._seam.statement(task_id, "save to", lambda sql: sql.complete, params)
+            outcome = self._seam.statement(task_id, "save to", _COMPLETE, params)
         return outcome.rowcount == 1
 
     def save_in_transaction(
@@ -327,17 +332,6 @@ class CheckpointStore(Operations):
         )
 
 
-def _check_task_id(task_id: str) -> None:
-    if not isinstance(task_id, str) or not task_id:
-        raise CheckpointStoreError(f"a task id must be a non-empty string, not {task_id!r}")
-    if len(task_id) > MAX_TASK_ID:
-        raise CheckpointStoreError(
-            f"the task id is {len(task_id)} characters long; the checkpoint table holds "
-            f"ids of at most {MAX_TASK_ID}",
-            task_id[:40] + "…",
-        )
-
-
 def _save_params(
     task_id: str,
     owner: str,
@@ -366,6 +360,8 @@ def _save_params(
     return params
 
 
+_COMPLETE = operator.attrgetter("complete")
+_COMPLETE_AGAIN = operator.attrgetter("complete_again")
 _STORES: dict[tuple[str, str, bool, float, bool], CheckpointStore] = {}
 
 

@@ -11,7 +11,7 @@ import sqlalchemy as sa
 from sqlalchemy.engine import Engine
 from sqlalchemy.exc import SQLAlchemyError
 
-from celery_resumable.store.statements import MAX_TASK_ID
+from celery_resumable.store.schema import MAX_TASK_ID
 
 __all__ = ["upgrade"]
 

@@ -4,10 +4,12 @@ recorded only by a run that ends unfinished (failed, interrupted), for ``retry``
 from __future__ import annotations
 
 import json
+import time
 from collections.abc import Iterator
 from typing import Any
 
 import pytest
+import sqlalchemy as sa
 from celery import Celery
 
 from celery_resumable import CheckpointStore, ResumableTask, checkpoint_store, set_cursor, step
@@ -71,6 +73,26 @@ def test_a_completed_row_keeps_no_progress_and_no_request(app: Celery) -> None:
     assert done.request is None and done.done is None and done.total is None
     assert done.owner is None
     assert done.updated_at >= interrupted.updated_at
+    # The owner token is gone from the row itself, not only from the record read back
+    with store.engine.connect() as connection:
+        owner = sa.text(f"SELECT owner FROM {store.table_name} WHERE task_id = :t")
+        assert connection.execute(owner, {"t": first.id}).scalar_one() is None
+
+
+def test_a_run_that_lost_its_lease_does_not_count_another_runs_completion(
+    app: Celery,
+) -> None:
+    store = checkpoint_store(app)
+    # Given a run whose lease ran out, and another run that took the task and completed it
+    assert store.claim("task-1", "compact.job", "owner-1", 0).claimed
+    time.sleep(0.01)  # past the lease's end, on a clock of milliseconds (SQLite)
+    assert store.claim("task-1", "compact.job", "owner-2", 60).claimed
+    assert store.complete("task-1", "owner-2", 0)
+
+    # When the first run writes its completion, it is told it lost its lease
+    assert not store.complete("task-1", "owner-1", 0)
+    row = store.get("task-1")
+    assert row is not None and row.status == "completed"
 
 
 def test_a_late_duplicate_of_a_completed_task_is_still_skipped(app: Celery) -> None:

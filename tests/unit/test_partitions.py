@@ -96,10 +96,14 @@ def test_a_completion_writes_its_done_row_once_and_only_while_it_holds_the_lease
     assert not store.complete("task-1", "owner-2", 0)
     assert _done_rows(store, "task-1") == []
 
-    # The holder's completion writes the row into the partition of the moment; run again (its
-    # answer lost), it matches its row and writes no second one
+    # The holder's completion writes the row into the partition of the moment; run again as
+    # after a lost answer, it matches the completed row and writes no second one
     assert store.complete("task-1", "owner-1", 2)
-    assert store.complete("task-1", "owner-1", 2)
+    params = {"p_task_id": "task-1", "p_owner": "owner-1", "p_status": "completed"}
+    again = store._seam.statement(
+        "task-1", "save to", lambda sql: sql.complete_again, {**params, "p_interruptions": 2}
+    )
+    assert again.rowcount == 1
     rows = _done_rows(store, "task-1")
     assert len(rows) == 1
     partition, finished_at, _, interruptions, task_id, task_name = rows[0]

@@ -15,7 +15,7 @@ from sqlalchemy.schema import CreateTable
 from celery_resumable import CheckpointStore
 from celery_resumable.store.engines import dispose_engine, engine_for
 from celery_resumable.store.records import State
-from celery_resumable.store.statements import table
+from celery_resumable.store.schema import table
 from tests.conftest import drop_table
 from tests.services import MYSQL_URL, require
 

@@ -182,7 +182,8 @@ def create_table(schema_editor: Any, table_name: str) -> None:
     The table is the one ``resumable_create_tables`` would create; an existing table is
     kept as it is.
     """
-    from celery_resumable.store.statements import check_table_name, table
+    from celery_resumable.config import check_table_name
+    from celery_resumable.store.schema import indexes, table
 
     connection = schema_editor.connection
     checkpoints = table(check_table_name(table_name))
@@ -190,13 +191,13 @@ def create_table(schema_editor: Any, table_name: str) -> None:
         return
     dialect = dialect_of(connection)
     schema_editor.execute(str(sa.schema.CreateTable(checkpoints).compile(dialect=dialect)), None)
-    for index in checkpoints.indexes:
+    for index in indexes(checkpoints, dialect.name):
         schema_editor.execute(str(sa.schema.CreateIndex(index).compile(dialect=dialect)), None)
 
 
 def drop_table(schema_editor: Any, table_name: str) -> None:
     """Drop the checkpoint table (the migration reversed)."""
-    from celery_resumable.store.statements import check_table_name
+    from celery_resumable.config import check_table_name
 
     connection = schema_editor.connection
     if check_table_name(table_name) in connection.introspection.table_names():

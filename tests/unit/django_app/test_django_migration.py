@@ -13,7 +13,7 @@ from django.db import connections, transaction
 from django.test import override_settings
 
 from celery_resumable import ResumableTask, checkpoint_store, set_step_cursor_tx, step_cursor
-from celery_resumable.store.statements import table
+from celery_resumable.store.schema import table
 
 
 @pytest.fixture
