@@ -9,7 +9,7 @@ from typing import Any, ParamSpec, TypeVar, overload
 
 from celery_resumable.codec.classes import result_scope
 from celery_resumable.codec.encode import Scope, decode, encode, first_parameter_type
-from celery_resumable.errors import CursorDecodeError, NotInStepError
+from celery_resumable.errors import CursorDecodeError, CursorEncodeError, NotInStepError
 from celery_resumable.run.context import Run, current_run
 
 __all__ = ["iterate", "set_cursor", "step", "step_cursor"]
@@ -64,6 +64,12 @@ def cursor_scope() -> Scope | None:
     return _cursor_scope.get()
 
 
+def _label_cursor(run: Run) -> str:
+    """How errors name the running step's cursor, made once per step."""
+    run.cursor_label = f"the cursor of step {run.active!r}"
+    return run.cursor_label
+
+
 def _run_step(run: Run, name: str, scope: Scope, call: Callable[[Any], T]) -> T:
     start = run.begin(name)
     if start.skipped:
@@ -71,7 +77,12 @@ def _run_step(run: Run, name: str, scope: Scope, call: Callable[[Any], T]) -> T:
         return decode(start.result, scope.target, what, scope=scope)  # type: ignore[no-any-return]
     try:
         result = call(start.cursor)
-        encoded = encode(result, f"the result of step {name!r}", scope=scope)
+        try:
+            encoded = encode(result, "", scope=scope)
+        except CursorEncodeError:
+            # The label is made only to report the error: encoded again, naming the step.
+            encode(result, f"the result of step {name!r}", scope=scope)
+            raise
     except BaseException:
         run.abort(name)
         raise
@@ -91,7 +102,8 @@ def set_cursor(value: object) -> None:
     run = current_run("set_cursor")
     if run.active is None:
         raise NotInStepError("set_cursor")
-    run.set_cursor(encode(value, run.cursor_label, scope=_cursor_scope.get()))
+    label = run.cursor_label or _label_cursor(run)
+    run.set_cursor(encode(value, label, scope=_cursor_scope.get()))
 
 
 @overload
@@ -129,7 +141,8 @@ def iterate(name: str, source: Any, /, *, cursor_type: Any = None) -> Iterator[A
             run.measure(0, total)
             for position, item in source(cursor):
                 yield item
-                run.set_cursor(encode(position, run.cursor_label, scope=scope))
+                label = run.cursor_label or _label_cursor(run)
+                run.set_cursor(encode(position, label, scope=scope))
         else:
             done = _count_cursor(name, start.cursor)
             run.measure(done, total)

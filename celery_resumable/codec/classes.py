@@ -12,7 +12,6 @@ the kind the stored value says.
 
 from __future__ import annotations
 
-import contextlib
 import dataclasses
 import enum
 import functools
@@ -32,6 +31,9 @@ except ImportError:  # pragma: no cover - exercised only without pydantic
     PydanticModel = None  # type: ignore[assignment,misc]
 
 T = TypeVar("T")
+
+# Values kept per function: by its id, a weak reference to it, its annotations, the value.
+PerFunction = dict[int, tuple["weakref.ref[Any]", object, T]]
 
 __all__ = [
     "PydanticModel",
@@ -79,16 +81,23 @@ class Scope:
     that a cursor set many times in one step is checked once per type.
     """
 
-    __slots__ = ("_annotated", "_cache", "cacheable", "function", "target", "trusted")
+    __slots__ = ("_annotated", "_cache", "_function", "cacheable", "target", "trusted")
 
     def __init__(self, target: Any = None, function: Any = None) -> None:
         self.target = target
-        self.function = function
+        # Held weakly: a scope kept per function (``result_scope``) must not keep its
+        # function, and the closure of a task body's run, alive.
+        self._function = _weakly(function)
         # A Literal makes the check depend on the value, not only on its type.
         self.cacheable = target is None or _without_literal(target)
         self.trusted: set[Any] = set()
         self._annotated: dict[str, type] | None = None
         self._cache: dict[str, type] = {}
+
+    @property
+    def function(self) -> Any:
+        """The step function whose objects the value sees (None: none, or gone)."""
+        return self._function()
 
     def resolve(self, name: str, kind: str) -> type | None:
         """The class stored as ``name`` (``module:qualname``) of ``kind``, or None."""
@@ -239,30 +248,48 @@ def _closure(function: Any) -> dict[str, Any]:
 # Resolved annotations per function: a step function defined at module level is
 # resolved once, not at every run. Kept while the function lives and its annotations
 # are the same dict.
-_resolved: weakref.WeakKeyDictionary[Any, tuple[object, dict[str, Any]]] = (
-    weakref.WeakKeyDictionary()
-)
+_resolved: PerFunction[dict[str, Any]] = {}
 
 
 def _hints(function: Any, what: str, advice: str) -> dict[str, Any]:
     return _per_function(_resolved, function, lambda: _resolve_hints(function, what, advice))
 
 
-def _per_function(
-    cache: weakref.WeakKeyDictionary[Any, tuple[object, T]], function: Any, make: Callable[[], T]
-) -> T:
-    """``make()``, kept in ``cache`` for ``function`` while its annotations stay the same dict."""
-    annotations = getattr(function, "__annotations__", None)
+def _weakly(function: Any) -> Callable[[], Any]:
+    """A weak reference to ``function``, or a call returning it where it takes none."""
     try:
-        cached = cache.get(function)
-    except TypeError:  # a builtin or another object without weak references
-        cached = None
-    if cached is not None and cached[0] is annotations:
-        return cached[1]
+        return weakref.ref(function)
+    except TypeError:  # None, a builtin type's instance without weak references
+        return lambda: function
+
+
+def _per_function(cache: PerFunction[T], function: Any, make: Callable[[], T]) -> T:
+    """``make()``, kept in ``cache`` for ``function`` while it lives and its annotations
+    stay the same dict.
+
+    Kept by ``id``, with a weak reference that tells a live function from a new one
+    given the id of a dead one, and removes the entry when the function goes: one dict
+    lookup, where a WeakKeyDictionary makes a weak reference at every lookup.
+    """
+    annotations = getattr(function, "__annotations__", None)
+    key = id(function)
+    cached = cache.get(key)
+    if cached is not None and cached[0]() is function and cached[1] is annotations:
+        return cached[2]
     value = make()
-    with contextlib.suppress(TypeError):
-        cache[function] = (annotations, value)
+    try:
+        alive = weakref.ref(function, functools.partial(_forget, cache, key))
+    except TypeError:  # a builtin or another object without weak references
+        return value
+    cache[key] = (alive, annotations, value)
     return value
+
+
+def _forget(cache: PerFunction[Any], key: int, gone: weakref.ref[Any]) -> None:
+    # Only the entry of the function that went: its id may be a new function's already.
+    entry = cache.get(key)
+    if entry is not None and entry[0] is gone:
+        del cache[key]
 
 
 def _resolve_hints(function: Any, what: str, advice: str) -> dict[str, Any]:
@@ -314,7 +341,7 @@ def return_type(fn: Any, what: str) -> Any:
 # The scope a step function's results are read back with, per function: what it has
 # learnt (the types that come back, the classes found) holds for every call of the same
 # function with the same annotations, in every run.
-_result_scopes: weakref.WeakKeyDictionary[Any, tuple[object, Scope]] = weakref.WeakKeyDictionary()
+_result_scopes: PerFunction[Scope] = {}
 
 
 def result_scope(fn: Any, step: str) -> Scope:

@@ -204,7 +204,7 @@ class Run:
             if signals.step_skipped.receivers:
                 self._send(signals.step_skipped, step=name)
             return start
-        self.cursor_label = f"the cursor of step {name!r}"
+        self.cursor_label = ""  # made when the step sets its first cursor
         if signals.step_started.receivers:
             self._send(signals.step_started, step=name, cursor=start.cursor)
         self.boundary("step_start")

@@ -6,8 +6,10 @@ import collections
 import dataclasses
 import datetime as dt
 import enum
+import gc
 import json
 import math
+import operator
 import sys
 import uuid
 import zoneinfo
@@ -27,6 +29,7 @@ from typing import (
 import pydantic
 import pytest
 
+from celery_resumable.codec.classes import _result_scopes, result_scope
 from celery_resumable.codec.encode import Scope, decode, encode, first_parameter_type, return_type
 from celery_resumable.errors import CursorDecodeError, CursorEncodeError
 from tests.unit.sameness import assert_same
@@ -911,6 +914,41 @@ def test_return_type_of_an_unresolvable_forward_reference_raises() -> None:
     # When / Then
     with pytest.raises(CursorDecodeError, match="name 'LocalResult' is not defined"):
         return_type(step, "step 'load'")
+
+
+def test_a_step_functions_scope_is_kept_while_it_lives_and_its_annotations_stay() -> None:
+    def load() -> int:
+        return 1
+
+    # The same function gets the same scope at every call
+    scope = result_scope(load, "load")
+    assert result_scope(load, "load") is scope
+    assert scope.target is int
+
+    # New annotations are read again
+    load.__annotations__ = {"return": str}
+    assert result_scope(load, "load").target is str
+
+    # A function that is gone leaves nothing behind: another function, even one given
+    # its id, is read for itself
+    key = id(load)
+    del load
+    gc.collect()
+    assert key not in _result_scopes
+
+    def other() -> float:
+        return 1.0
+
+    assert result_scope(other, "other").target is float
+
+
+def test_a_callable_without_weak_references_gets_a_scope_each_time() -> None:
+    # An itemgetter takes no weak reference: its scope is made at each call, never kept
+    first = operator.itemgetter(0)
+    scope = result_scope(first, "first")
+    assert scope.target is None and scope.function is first
+    assert result_scope(first, "first") is not scope
+    assert id(first) not in _result_scopes
 
 
 # --- untagged JSON stored by version 0.1 -------------------------------------------------

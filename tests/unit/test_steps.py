@@ -6,6 +6,7 @@ import contextlib
 import dataclasses
 import datetime as dt
 import enum
+import gc
 import uuid
 from collections.abc import Iterator
 from decimal import Decimal
@@ -24,6 +25,7 @@ from celery_resumable import (
     step,
     step_cursor,
 )
+from celery_resumable.codec.classes import _result_scopes
 from celery_resumable.errors import (
     CursorDecodeError,
     CursorEncodeError,
@@ -634,7 +636,33 @@ def test_a_result_its_annotation_would_turn_into_another_type_fails_the_first_ru
     result = job.apply()
 
     assert isinstance(result.result, CursorEncodeError)
-    assert "is a str but would come back as a date" in str(result.result)
+    assert str(result.result).startswith(
+        "cannot store the result of step 'day': the result of step 'day' is a str but would "
+        "come back as a date"
+    )
+
+
+def test_a_cursor_that_cannot_be_stored_names_the_step_that_set_it(app: Celery) -> None:
+    def first() -> int:
+        set_cursor(1)
+        return 1
+
+    def second() -> int:
+        set_cursor(object())
+        return 2
+
+    @app.task(base=ResumableTask, bind=True)
+    def job(self: Any) -> None:
+        step("first", first)
+        step("second", second)
+
+    result = job.apply()
+
+    # The second step's cursor is named after it, not after the step that set one before
+    assert isinstance(result.result, CursorEncodeError)
+    assert str(result.result).startswith(
+        "cannot store the cursor of step 'second': a value of type object is not JSON"
+    )
 
 
 def test_a_dict_key_with_a_nul_character_fails_the_step(app: Celery) -> None:
@@ -806,3 +834,23 @@ def test_typed_values_round_trip_through_each_database(db_app: Celery) -> None:
     assert resumed.state == "SUCCESS", resumed.result
     assert_same(resumed.result, value)
     assert_same(seen[1], value)
+
+
+def test_a_task_body_whose_step_functions_are_made_at_each_run_leaves_no_scopes_behind(
+    app: Celery,
+) -> None:
+    @app.task(base=ResumableTask, bind=True)
+    def job(self: Any) -> int:
+        def load() -> int:
+            return 1
+
+        return step("load", load)
+
+    # When the task runs many times, each run with a new step function
+    before = len(_result_scopes)
+    for _ in range(50):
+        assert job.apply().result == 1
+    gc.collect()
+
+    # Then the scopes of the functions that are gone are gone too
+    assert len(_result_scopes) <= before + 1
