@@ -5,7 +5,7 @@ of 21 characters) through ``task.apply()`` into a fresh table, then reads:
 
 - the mean size of a completed row (``pg_column_size`` of the row) and of its columns;
 - the table's size per row with its indexes, once compacted (``VACUUM FULL``): what the
-  rows kept for de-duplication cost at rest, heap and both indexes, page overhead
+  rows kept for de-duplication cost at rest, heap and indexes, page overhead
   included;
 - the same before compaction: the claim inserts the row and the completion write
   updates it, leaving a dead version until autovacuum reclaims it.
