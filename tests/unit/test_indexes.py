@@ -5,6 +5,7 @@ through them; elsewhere one index of status and time serves both."""
 from __future__ import annotations
 
 from collections.abc import Iterator
+from pathlib import Path
 from typing import Any
 
 import pytest
@@ -109,3 +110,44 @@ def test_the_newest_completed_rows_are_listed_through_their_index(
 def test_an_unknown_status_is_refused_before_any_sql_is_made() -> None:
     with pytest.raises(ValueError, match="unknown checkpoint status 'done'"):
         status_in(table("t"), ["done"])
+
+
+@pytest.mark.postgres
+def test_a_table_made_with_the_earlier_index_works_and_moves_as_the_docs_say(
+    postgres_store: CheckpointStore,
+) -> None:
+    store = postgres_store
+    name = store.table_name
+    # Given a table made by an earlier version: its one index of status and time
+    engine = store.engine
+    with engine.begin() as connection:
+        connection.execute(sa.schema.CreateTable(store.table))
+        connection.exec_driver_sql(
+            f"CREATE INDEX ix_{name}_status_updated ON {name} (status, updated_at)"
+        )
+    assert set(_indexes(store)) == {f"ix_{name}_status_updated"}
+
+    # Then runs complete and old rows are purged on it
+    assert store.claim("task-1", "t", "owner-1", 60).claimed
+    assert store.complete("task-1", "owner-1", 0)
+    assert store.claim("task-2", "t", "owner-2", 60).claimed
+    assert store.purge(older_than=0) == 1
+    assert store.get("task-1") is None and store.get("task-2") is not None
+
+    # And the statements of docs/configuration.md move it to the indexes of this version
+    with engine.connect().execution_options(isolation_level="AUTOCOMMIT") as connection:
+        for statement in _moving_statements(name):
+            connection.exec_driver_sql(statement)
+    assert _indexes(store) == {
+        f"ix_{name}_completed": (["updated_at"], "((status)::text = 'completed'::text)"),
+        f"ix_{name}_open": (["status", "updated_at"], "((status)::text <> 'completed'::text)"),
+    }
+
+
+def _moving_statements(name: str) -> list[str]:
+    """The statements docs/configuration.md gives, for table ``name``."""
+    docs = Path(__file__).resolve().parents[2] / "docs" / "configuration.md"
+    after = docs.read_text().split("two smaller ones, without locking out the runs", 1)[1]
+    block = after.split("```sql\n", 1)[1].split("```", 1)[0]
+    sql = block.replace("celery_resumable_checkpoints", name)
+    return [statement.strip() for statement in sql.split(";") if statement.strip()]

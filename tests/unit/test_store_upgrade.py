@@ -15,7 +15,7 @@ from sqlalchemy.schema import CreateTable
 from celery_resumable import CheckpointStore
 from celery_resumable.store.engines import dispose_engine, engine_for
 from celery_resumable.store.records import State
-from celery_resumable.store.schema import table
+from celery_resumable.store.schema import indexes, table
 from tests.conftest import drop_table
 from tests.services import MYSQL_URL, require
 
@@ -67,7 +67,7 @@ def create_current_table(url: str, table_name: str, options: str = "") -> None:
         with engine.begin() as connection:
             ddl = str(CreateTable(checkpoints).compile(dialect=engine.dialect)).strip()
             connection.execute(sa.text(ddl + options))
-            for index in checkpoints.indexes:
+            for index in indexes(checkpoints, engine.dialect.name):
                 index.create(connection)
     finally:
         engine.dispose()
