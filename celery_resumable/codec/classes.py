@@ -289,7 +289,7 @@ def _forget(cache: PerFunction[Any], key: int, gone: weakref.ref[Any]) -> None:
     # Only the entry of the function that went: its id may be a new function's already.
     entry = cache.get(key)
     if entry is not None and entry[0] is gone:
-        del cache[key]
+        cache.pop(key, None)
 
 
 def _resolve_hints(function: Any, what: str, advice: str) -> dict[str, Any]:

@@ -82,9 +82,9 @@ class DoneStatements(Statements):
     def _completion(self, where: ColumnElement[bool]) -> sa.Executable:
         """The completion, which also writes the run's _done row.
 
-        Run twice (its answer lost), it matches its row again, and finds the _done row
-        its first run wrote. Its row count is the checkpoint rows marked, 1 or 0, as
-        the plain UPDATE's.
+        Run again after its answer was lost (``complete_again``), it matches the completed
+        row and finds the _done row its first run wrote. Its row count is the checkpoint
+        rows marked, 1 or 0, as the plain UPDATE's.
         """
         update = super()._completion(where)
         assert isinstance(update, sa.Update)

@@ -147,10 +147,10 @@ class Operations:
 
         # One status at a time: on PostgreSQL each is found through its own index.
         for one in statuses:
+            work = functools.partial(delete, status=one)
             while True:
                 # Bounded batches, each a read and a delete by primary key: no long lock,
                 # no huge transaction, no lock on rows that stay.
-                work = functools.partial(delete, status=one)
                 found, batch = self._seam.work(None, "purge", work)
                 deleted += batch
                 if found < size:
