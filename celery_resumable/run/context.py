@@ -261,7 +261,11 @@ class Run:
             now = time.monotonic()
         if self._parent is not None:
             self._parent._check_lease(now)
-        self.checkpoint.lease.check(now, self._stoppable)
+        checkpoint = self.checkpoint
+        lease = checkpoint.lease
+        until, missing = lease.door.view  # held, the usual case: nothing more to check
+        if missing or now >= until or lease.state is not LeaseState.HELD:
+            lease.check(now, self._stoppable)
         if self._stoppable:
             if notice.shutdown_requested():
                 raise TaskInterrupted("shutdown")
@@ -271,7 +275,6 @@ class Run:
                 for hook in interrupt_hooks:
                     if hook(self, kind):
                         raise TaskInterrupted("requested")
-        checkpoint = self.checkpoint
         if write and checkpoint.row is Row.CHANGED and checkpoint.due(now):
             self._periodic_write(now)
 
@@ -368,8 +371,7 @@ class Run:
     # -- progress ------------------------------------------------------------------
 
     def publish_saved(self) -> None:
-        """Publish the position just written (an interrupt's), so the result backend
-        shows what the next run resumes from rather than an older position."""
+        """Publish the position just written (an interrupt's): where the next run resumes."""
         if self.checkpoint.row is not Row.DIVERGED:  # otherwise only the status was written
             self._publish_progress(time.monotonic())
 

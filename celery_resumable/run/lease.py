@@ -46,7 +46,7 @@ class LeaseDoor:
         self._lease: Lease | None = None
         # Until when the lease is surely held, and whether the keeper found it missing:
         # one tuple, replaced whole under the lock, so that reading it takes none.
-        self._view: tuple[float, bool] = (float("-inf"), False)
+        self.view: tuple[float, bool] = (float("-inf"), False)
 
     @property
     def lease(self) -> Lease | None:
@@ -60,9 +60,9 @@ class LeaseDoor:
         with self._lock:
             self._lease = lease
             if until is not None:
-                held, missing = self._view
+                held, missing = self.view
                 if until > held:
-                    self._view = (until, missing)
+                    self.view = (until, missing)
 
     def close(self) -> None:
         """Renew nothing (released, lost, or a transaction holds the row meanwhile)."""
@@ -79,18 +79,18 @@ class LeaseDoor:
         """The keeper did not find the lease: another run took it, or a reset."""
         with self._lock:
             if self._lease is not None:
-                self._view = (self._view[0], True)
+                self.view = (self.view[0], True)
 
     def extend(self, until: float) -> None:
         """The lease is surely held until ``until`` (monotonic), or longer."""
         with self._lock:
-            held, missing = self._view
+            held, missing = self.view
             if until > held:
-                self._view = (until, missing)
+                self.view = (until, missing)
 
     def read(self) -> tuple[float, bool]:
         """Until when the lease is surely held, and whether the keeper found it missing."""
-        return self._view
+        return self.view
 
 
 class RunLease:
@@ -149,7 +149,7 @@ class RunLease:
         when renewals failed for a whole lease."""
         state = self.state
         if state is LeaseState.HELD:
-            until, missing = self.door._view  # the door's read(), without the call
+            until, missing = self.door.view
             if missing:
                 self._gone()
                 state = self.state
