@@ -28,7 +28,7 @@ import os
 import sys
 import tempfile
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from types import FrameType
 from typing import Any
 
@@ -70,6 +70,24 @@ class DriverClock:
         self.asleep = asleep
 
 
+def _timed(name: str, sleeps: bool = False) -> Callable[..., Any]:
+    """The cursor method ``name``, its time added to the clock's (``sleeps``: followed by
+    the clock's sleep, as a server's answer is waited for)."""
+
+    def call(self: TimedCursor, *args: Any) -> Any:
+        clock = self._clock
+        started = time.perf_counter()
+        try:
+            return getattr(self._cursor, name)(*args)
+        finally:
+            if sleeps and clock.asleep:
+                time.sleep(clock.asleep)
+            clock.seconds += time.perf_counter() - started
+            clock.calls += 1
+
+    return call
+
+
 class TimedCursor:
     """A driver cursor whose execute, fetch and close calls, and ``rowcount`` reads, are
     timed. Each is one frame of its own, so that little of the timing itself falls
@@ -79,47 +97,14 @@ class TimedCursor:
 
     __slots__ = ("_clock", "_cursor")
 
+    execute = _timed("execute", sleeps=True)
+    fetchall = _timed("fetchall")
+    fetchone = _timed("fetchone")
+    close = _timed("close")
+
     def __init__(self, cursor: Any, clock: DriverClock) -> None:
         self._cursor = cursor
         self._clock = clock
-
-    def execute(self, *args: Any) -> Any:
-        clock = self._clock
-        started = time.perf_counter()
-        try:
-            return self._cursor.execute(*args)
-        finally:
-            if clock.asleep:
-                time.sleep(clock.asleep)
-            clock.seconds += time.perf_counter() - started
-            clock.calls += 1
-
-    def fetchall(self) -> Any:
-        clock = self._clock
-        started = time.perf_counter()
-        try:
-            return self._cursor.fetchall()
-        finally:
-            clock.seconds += time.perf_counter() - started
-            clock.calls += 1
-
-    def fetchone(self) -> Any:
-        clock = self._clock
-        started = time.perf_counter()
-        try:
-            return self._cursor.fetchone()
-        finally:
-            clock.seconds += time.perf_counter() - started
-            clock.calls += 1
-
-    def close(self) -> Any:
-        clock = self._clock
-        started = time.perf_counter()
-        try:
-            return self._cursor.close()
-        finally:
-            clock.seconds += time.perf_counter() - started
-            clock.calls += 1
 
     @property
     def rowcount(self) -> Any:

@@ -24,7 +24,7 @@ from typing import Any
 
 from celery import Celery, Task
 
-from benchmarks.bench_overhead import positive
+from benchmarks.bench_overhead import double, load, positive, total
 from benchmarks.common import print_header, print_table, table_name
 from celery_resumable import ResumableTask, checkpoint_store, step
 from celery_resumable.config import forget_config
@@ -33,18 +33,6 @@ from celery_resumable.testing import stop_lease_keeper
 DESCRIPTION = "Memory a process keeps per run once the run has ended."
 WARM_UP_RUNS = 300
 TARGET = 16  # bytes per run: what the allocator's own bookkeeping may move
-
-
-def load(rows: int) -> list[int]:
-    return list(range(rows))
-
-
-def double(rows: list[int]) -> list[int]:
-    return [row * 2 for row in rows]
-
-
-def total(rows: list[int]) -> int:
-    return sum(rows)
 
 
 def build(url: str) -> tuple[Celery, dict[str, Task]]:

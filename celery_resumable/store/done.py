@@ -23,6 +23,7 @@ import sqlalchemy as sa
 from sqlalchemy.dialects import postgresql
 from sqlalchemy.sql.elements import ColumnElement
 
+from celery_resumable.store.records import Status
 from celery_resumable.store.schema import _NO_STEPS, _TASK_ID, _TIME
 from celery_resumable.store.statements import Statements, _Clock
 
@@ -146,7 +147,7 @@ class DoneStatements(Statements):
         completed = c.status == sa.literal_column("'completed'")
         return sa.and_(completed, sa.exists().where(d.task_id == c.task_id))
 
-    def _old(self, status: str, force: bool) -> ColumnElement[bool]:
+    def _old(self, status: Status, force: bool) -> ColumnElement[bool]:
         """Old rows, less the archived ones: those go ``MOVED_AFTER`` seconds after their
         completion, whatever the age asked (``moved_rows``)."""
         return sa.and_(super()._old(status, force), ~self.archived())

@@ -16,7 +16,7 @@ from celery_resumable.errors import CheckpointBusyError, CheckpointStoreError
 from celery_resumable.store.done import MOVED_AFTER, DoneStatements
 from celery_resumable.store.execute import Seam, again
 from celery_resumable.store.records import STATUSES, Checkpoint, Status, checkpoint_of
-from celery_resumable.store.schema import status_in
+from celery_resumable.store.schema import status_in, statuses_of
 from celery_resumable.store.statements import Statements
 
 __all__ = ["Operations"]
@@ -74,7 +74,7 @@ class Operations:
         offset = _count("offset", offset)
         query = sa.select(self.table)
         if status is not None:
-            query = query.where(status_in(self.table, _statuses(status)))
+            query = query.where(status_in(self.table, status))
         if task_name is not None:
             query = query.where(self.table.c.task_name == task_name)
 
@@ -131,7 +131,7 @@ class Operations:
         Raises ValueError for an unknown status, or an ``older_than`` that is not a finite
         number of seconds, zero or more.
         """
-        statuses = _statuses(status)
+        statuses = statuses_of(status)
         age = self.keep_completed if older_than is None else _seconds("older_than", older_than)
         params = {"p_age": age}
         size = _PURGE_BATCH
@@ -209,14 +209,6 @@ def _count(name: str, value: int) -> int:
     return value
 
 
-def _statuses(status: Status | Sequence[Status]) -> list[Status]:
-    statuses = [status] if isinstance(status, str) else list(status)
-    for value in statuses:
-        if value not in STATUSES:
-            raise ValueError(f"unknown checkpoint status {value!r}; use one of {STATUSES}")
-    return statuses
-
-
 def _with_done(
     sql: DoneStatements,
     query: sa.Select[Any],
@@ -227,7 +219,7 @@ def _with_done(
     has a _done row is left out)."""
     d = sql.done.c
     done = sql.done_listing()
-    if status is not None and "completed" not in _statuses(status):
+    if status is not None and "completed" not in statuses_of(status):
         done = done.where(sa.false())
     if task_name is not None:
         done = done.where(d.task_name == task_name)

@@ -11,9 +11,9 @@ from sqlalchemy.engine import Dialect
 from sqlalchemy.sql.elements import ColumnElement
 
 from celery_resumable.errors import CheckpointStoreError
-from celery_resumable.store.records import STATUSES
+from celery_resumable.store.records import STATUSES, Status
 
-__all__ = ["MAX_TASK_ID", "check_task_id", "indexes", "status_in", "table"]
+__all__ = ["MAX_TASK_ID", "check_task_id", "indexes", "status_in", "statuses_of", "table"]
 
 MAX_TASK_ID = 255
 
@@ -83,13 +83,21 @@ def indexes(checkpoints: sa.Table, dialect: str) -> list[sa.Index]:
     return [index for index in checkpoints.indexes if dialect in index.info["dialects"]]
 
 
-def status_in(checkpoints: sa.Table, statuses: Sequence[str]) -> ColumnElement[bool]:
-    """The rows of ``statuses``, written into the SQL: PostgreSQL's planner then picks the
-    partial index of those statuses in every plan, generic ones included."""
-    for status in statuses:
-        if status not in STATUSES:
-            raise ValueError(f"unknown checkpoint status {status!r}; use one of {STATUSES}")
-    return checkpoints.c.status.in_([sa.literal_column(f"'{status}'") for status in statuses])
+def statuses_of(status: Status | Sequence[Status]) -> list[Status]:
+    """``status`` as a list of statuses; raises ValueError for an unknown one."""
+    statuses = [status] if isinstance(status, str) else list(status)
+    for value in statuses:
+        if value not in STATUSES:
+            raise ValueError(f"unknown checkpoint status {value!r}; use one of {STATUSES}")
+    return statuses
+
+
+def status_in(checkpoints: sa.Table, status: Status | Sequence[Status]) -> ColumnElement[bool]:
+    """The rows of ``status`` (one or several), written into the SQL: PostgreSQL's planner
+    then picks the partial index of those statuses in every plan, generic ones included.
+    Raises ValueError for an unknown status."""
+    statuses = statuses_of(status)
+    return checkpoints.c.status.in_([sa.literal_column(f"'{one}'") for one in statuses])
 
 
 def _only(dialects: tuple[str, ...], index: sa.Index) -> sa.Index:

@@ -13,7 +13,7 @@ from sqlalchemy.dialects import mysql, postgresql, sqlite
 from sqlalchemy.sql.elements import ColumnElement
 
 from celery_resumable.errors import CheckpointStoreError
-from celery_resumable.store.records import CLAIM_COLUMNS
+from celery_resumable.store.records import CLAIM_COLUMNS, Status
 from celery_resumable.store.schema import _JSON, _NO_STEPS, _REQUEST, _TIME, status_in
 
 __all__ = ["DIALECTS", "Statements"]
@@ -201,11 +201,11 @@ class Statements:
             )
         )
 
-    def purge_candidates(self, status: str, force: bool, batch: int) -> sa.Select[Any]:
+    def purge_candidates(self, status: Status, force: bool, batch: int) -> sa.Select[Any]:
         """The ids of at most ``batch`` old rows of ``status`` (a read that takes no lock)."""
         return sa.select(self.table.c.task_id).where(self._old(status, force)).limit(batch)
 
-    def purge_rows(self, status: str, force: bool) -> sa.Delete:
+    def purge_rows(self, status: Status, force: bool) -> sa.Delete:
         """Delete the rows ``p_task_ids`` that are still old.
 
         Rows are found by primary key, so the DELETE locks what it deletes and nothing
@@ -217,9 +217,9 @@ class Statements:
         ids: sa.BindParameter[list[str]] = sa.bindparam("p_task_ids", expanding=True)
         return sa.delete(self.table).where(self.table.c.task_id.in_(ids), self._old(status, force))
 
-    def _old(self, status: str, force: bool) -> ColumnElement[bool]:
+    def _old(self, status: Status, force: bool) -> ColumnElement[bool]:
         """The rows of ``status`` older than ``p_age`` seconds."""
-        return sa.and_(status_in(self.table, [status]), self.older_forced if force else self.older)
+        return sa.and_(status_in(self.table, status), self.older_forced if force else self.older)
 
     def _steps_length(self) -> ColumnElement[Any]:
         column = self.table.c.finished_steps
